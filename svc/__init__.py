@@ -1,0 +1,1 @@
+"""The triggers service: an event-automation engine on NATS JetStream and Redis."""

@@ -1,0 +1,7 @@
+"""Entry point for `python -m svc`."""
+
+import sys
+
+from svc.cli import main
+
+sys.exit(main())

@@ -1,0 +1,245 @@
+"""The service's settings: one frozen object, read from the environment in one place."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Every variable this module owns starts with this, except the two server URLs, whose plain
+# names are what the NATS and Redis tools themselves recognise.
+ENV_PREFIX = "TRIGGERS_"
+
+# Stream, consumer and KV bucket names: JetStream refuses whitespace, '.', '*', '>' and path
+# separators in them; KV bucket names are further limited to this set.
+_NATS_NAME = re.compile(r"[A-Za-z0-9_-]+")
+# A subject (or subject prefix) we publish on: dot-separated tokens, none empty, no wildcards.
+_SUBJECT = re.compile(r"[^\s.*>]+(\.[^\s.*>]+)*")
+# The Redis key prefix must not contain braces: every key of a trigger carries a
+# `{<trigger id>}` hash tag, and a brace in the prefix would become the hash tag instead.
+_KEY_PREFIX = re.compile(r"[^\s{}]+")
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value the service cannot use."""
+
+
+Parser = Callable[[str, str], Any]
+
+
+def _positive_int(env: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise SettingsError(f"{env} must be a positive integer, got {raw!r}")
+    return value
+
+
+def _float_at_least(minimum: float, *, inclusive: bool, what: str) -> Parser:
+    def parse(env: str, raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        ok = math.isfinite(value) and (value >= minimum if inclusive else value > minimum)
+        if not ok:
+            raise SettingsError(f"{env} must be {what} number of seconds, got {raw!r}")
+        return value
+
+    return parse
+
+
+_positive_seconds = _float_at_least(0.0, inclusive=False, what="a positive")
+_non_negative_seconds = _float_at_least(0.0, inclusive=True, what="a non-negative")
+
+
+def _matching(pattern: re.Pattern[str], what: str) -> Parser:
+    def parse(env: str, raw: str) -> str:
+        if not pattern.fullmatch(raw):
+            raise SettingsError(f"{env} must be {what}, got {raw!r}")
+        return raw
+
+    return parse
+
+
+def _url(*schemes: str) -> Parser:
+    def parse(env: str, raw: str) -> str:
+        scheme, sep, rest = raw.partition("://")
+        if not sep or scheme not in schemes or not rest:
+            expected = " or ".join(f"{s}://..." for s in schemes)
+            raise SettingsError(f"{env} must be a URL like {expected}, got {raw!r}")
+        return raw
+
+    return parse
+
+
+def _address(env: str, raw: str) -> str:
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise SettingsError(f"{env} must be host:port (port 0-65535), got {raw!r}")
+    return raw
+
+
+def _path(env: str, raw: str) -> str:
+    return raw
+
+
+def setting(default: Any, help: str, parse: Parser, env: str | None = None) -> Any:
+    """Declare one setting: its default, its description, how to parse it, and its variable.
+
+    The variable defaults to TRIGGERS_<FIELD NAME>; `env` overrides that.
+    """
+    return field(default=default, metadata={"help": help, "parse": parse, "env": env})
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service can be told from outside. Built once, then passed down."""
+
+    nats_url: str | None = setting(
+        None,
+        "NATS server URL. Unset: an embedded nats-server with JetStream is started.",
+        _url("nats", "tls", "ws", "wss"),
+        env="NATS_URL",
+    )
+    redis_url: str | None = setting(
+        None,
+        "Redis server URL. Unset: an embedded redis-server is started.",
+        _url("redis", "rediss", "unix"),
+        env="REDIS_URL",
+    )
+    key_prefix: str = setting(
+        "triggers",
+        "Prefix of every Redis key, so several deployments can share one Redis.",
+        _matching(_KEY_PREFIX, "a non-empty prefix without whitespace or braces"),
+    )
+    events_stream: str = setting(
+        "EVENTS",
+        "JetStream stream that holds incoming events.",
+        _matching(_NATS_NAME, "a stream name of letters, digits, '_' or '-'"),
+    )
+    events_subject_prefix: str = setting(
+        "events",
+        "Events are published on `<prefix>.<anything>`.",
+        _matching(_SUBJECT, "a subject prefix without wildcards or empty tokens"),
+    )
+    actions_stream: str = setting(
+        "ACTIONS",
+        "JetStream stream that receives triggered actions.",
+        _matching(_NATS_NAME, "a stream name of letters, digits, '_' or '-'"),
+    )
+    actions_subject_prefix: str = setting(
+        "actions",
+        "Triggered actions go to `<prefix>.<action type>.<automation id>`.",
+        _matching(_SUBJECT, "a subject prefix without wildcards or empty tokens"),
+    )
+    dead_letter_subject: str = setting(
+        "events-dead-letter",
+        "Subject that receives undecodable or invalid events, with the reason.",
+        _matching(_SUBJECT, "a subject without wildcards or empty tokens"),
+    )
+    automations_bucket: str = setting(
+        "automations",
+        "JetStream KV bucket that holds automation definitions.",
+        _matching(_NATS_NAME, "a bucket name of letters, digits, '_' or '-'"),
+    )
+    consumer_name: str = setting(
+        "triggers",
+        "Durable consumer on the events stream, shared by every replica.",
+        _matching(_NATS_NAME, "a consumer name of letters, digits, '_' or '-'"),
+    )
+    fetch_batch: int = setting(
+        100,
+        "Most events fetched from the consumer in one pull.",
+        _positive_int,
+    )
+    max_ack_pending: int = setting(
+        1000,
+        "Most events handed out to the consumer and not yet acknowledged.",
+        _positive_int,
+    )
+    ack_wait_s: float = setting(
+        30.0,
+        "Seconds JetStream waits for an acknowledgement before redelivering an event.",
+        _positive_seconds,
+    )
+    periodic_interval_s: float = setting(
+        5.0,
+        "Seconds between periodic evaluations (proactive triggers, followers, sweeping).",
+        _positive_seconds,
+    )
+    expired_bucket_buffer_s: float = setting(
+        60.0,
+        "Seconds a bucket is kept after its window ends before it is swept.",
+        _non_negative_seconds,
+    )
+    data_dir: str | None = setting(
+        None,
+        "Directory for the embedded servers' data. Unset: a temporary directory.",
+        _path,
+    )
+    grpc_address: str = setting(
+        "127.0.0.1:50051",
+        "`host:port` the gRPC admin API listens on.",
+        _address,
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        """Read every setting from `environ`; unset or empty variables keep their default.
+
+        Raises SettingsError naming the variable for a value that does not parse, and for a
+        TRIGGERS_* variable that names no setting (most likely a typo that would otherwise
+        be silently ignored).
+        """
+        known = {env_name(f) for f in dataclasses.fields(cls)}
+        unknown = sorted(k for k in environ if k.startswith(ENV_PREFIX) and k not in known)
+        if unknown:
+            raise SettingsError(
+                f"unknown setting(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(k for k in known if k.startswith(ENV_PREFIX)))}"
+            )
+        values = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(env_name(f), "")
+            if raw != "":
+                values[f.name] = f.metadata["parse"](env_name(f), raw)
+        return cls(**values)
+
+
+def env_name(f: dataclasses.Field[Any]) -> str:
+    """The environment variable that sets field `f`."""
+    return f.metadata["env"] or ENV_PREFIX + f.name.upper()
+
+
+@dataclass(frozen=True)
+class SettingInfo:
+    """One row of the settings table: for documentation and `--help` output."""
+
+    name: str
+    env: str
+    default: Any
+    help: str
+
+
+def describe_settings() -> list[SettingInfo]:
+    """Every setting with its environment variable, default and description, in field order."""
+    return [
+        SettingInfo(name=f.name, env=env_name(f), default=f.default, help=f.metadata["help"])
+        for f in dataclasses.fields(Settings)
+    ]
+
+
+def settings_markdown() -> str:
+    """The settings as a Markdown table, as shown in the README."""
+    lines = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for info in describe_settings():
+        default = "(unset)" if info.default is None else f"`{info.default}`"
+        lines.append(f"| `{info.env}` | {default} | {info.help} |")
+    return "\n".join(lines) + "\n"
