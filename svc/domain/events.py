@@ -1,0 +1,169 @@
+"""Events and resources in Prefect's JSON shape, with the limits of SEMANTICS section 2."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from svc.domain.errors import InvalidEvent
+from svc.domain.matching import find_resource_label
+
+RESOURCE_ID = "prefect.resource.id"
+RESOURCE_NAME = "prefect.resource.name"
+RESOURCE_ROLE = "prefect.resource.role"
+
+
+@dataclass(frozen=True)
+class EventLimits:
+    """Prefect's `server.events.*` limits (SEMANTICS 2.1, 2.2, 14)."""
+
+    maximum_labels_per_resource: int = 500
+    maximum_related_resources: int = 100
+    maximum_event_name_length: int = 1024
+    maximum_size_bytes: int = 1_500_000
+
+
+DEFAULT_LIMITS = EventLimits()
+
+
+def _limits(info: ValidationInfo) -> EventLimits:
+    context = info.context or {}
+    return context.get("limits", DEFAULT_LIMITS)
+
+
+def _check_resource(labels: dict[str, str], limits: EventLimits, *, related: bool) -> None:
+    if len(labels) > limits.maximum_labels_per_resource:
+        raise ValueError(
+            f"a resource may have at most {limits.maximum_labels_per_resource} labels "
+            f"(the id included), this one has {len(labels)}"
+        )
+    if not labels.get(RESOURCE_ID):
+        raise ValueError(f"a resource needs a non-empty {RESOURCE_ID!r} label")
+    if related and not labels.get(RESOURCE_ROLE):
+        raise ValueError(f"a related resource needs a non-empty {RESOURCE_ROLE!r} label")
+
+
+def to_utc(value: datetime) -> datetime:
+    """Naive datetimes are taken as UTC, as Prefect's DateTime type does."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+class ReceivedEvent(BaseModel):
+    """An event as the server sees it: Prefect's `ReceivedEvent` (unknown fields ignored)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    occurred: datetime
+    event: str
+    resource: dict[str, str]
+    related: list[dict[str, str]] = Field(default_factory=list)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    id: UUID
+    follows: UUID | None = None
+    received: datetime | None = None
+
+    @field_validator("occurred", "received")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else to_utc(value)
+
+    @field_validator("event")
+    @classmethod
+    def _name_length(cls, value: str, info: ValidationInfo) -> str:
+        limit = _limits(info).maximum_event_name_length
+        if len(value) > limit:
+            raise ValueError(f"an event name may be at most {limit} characters, got {len(value)}")
+        return value
+
+    @field_validator("resource")
+    @classmethod
+    def _resource(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        _check_resource(value, _limits(info), related=False)
+        return value
+
+    @field_validator("related")
+    @classmethod
+    def _related(cls, value: list[dict[str, str]], info: ValidationInfo) -> list[dict[str, str]]:
+        limits = _limits(info)
+        if len(value) > limits.maximum_related_resources:
+            raise ValueError(
+                f"an event may have at most {limits.maximum_related_resources} related "
+                f"resources, got {len(value)}"
+            )
+        for position, labels in enumerate(value):
+            try:
+                _check_resource(labels, limits, related=True)
+            except ValueError as exc:
+                raise ValueError(f"related resource {position}: {exc}") from None
+        return value
+
+    # -- helpers used by the engine (SEMANTICS 2.1, 2.3) --
+
+    @property
+    def resource_id(self) -> str:
+        return self.resource[RESOURCE_ID]
+
+    def find_resource_label(self, label: str) -> str | None:
+        return find_resource_label(self.resource, self.related, label)
+
+    def to_json(self) -> dict[str, Any]:
+        """The event in Prefect's JSON shape (ISO datetimes, UUIDs as strings)."""
+        return {
+            "occurred": self.occurred.isoformat(),
+            "event": self.event,
+            "resource": self.resource,
+            "related": self.related,
+            "payload": self.payload,
+            "id": str(self.id),
+            "follows": None if self.follows is None else str(self.follows),
+            "received": None if self.received is None else self.received.isoformat(),
+        }
+
+
+def decode_event(
+    body: bytes | str, *, received: datetime, limits: EventLimits = DEFAULT_LIMITS
+) -> ReceivedEvent:
+    """Decode and validate one event message body; `received` fills a missing `received`.
+
+    Raises `InvalidEvent` naming every offending field (the message is then dead-lettered).
+    """
+    size = len(body.encode() if isinstance(body, str) else body)
+    if size > limits.maximum_size_bytes:
+        raise InvalidEvent.single(
+            "", f"the event is {size} bytes, over the limit of {limits.maximum_size_bytes}"
+        )
+    if not body:
+        raise InvalidEvent.single("", "the message body is empty")
+    try:
+        event = ReceivedEvent.model_validate_json(body, context={"limits": limits})
+    except ValidationError as exc:
+        raise InvalidEvent.from_pydantic(exc) from None
+    if event.received is None:
+        event = event.model_copy(update={"received": to_utc(received)})
+    return event
+
+
+def validate_event(
+    data: dict[str, Any], *, received: datetime, limits: EventLimits = DEFAULT_LIMITS
+) -> ReceivedEvent:
+    """Validate an already-decoded event object (same rules as `decode_event`)."""
+    try:
+        event = ReceivedEvent.model_validate(data, context={"limits": limits})
+    except ValidationError as exc:
+        raise InvalidEvent.from_pydantic(exc) from None
+    if event.received is None:
+        event = event.model_copy(update={"received": to_utc(received)})
+    return event
