@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -10,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from svc.config import Settings, SettingsError
-from svc.embedded import EmbeddedServerError, EmbeddedServers
+from svc.embedded import EmbeddedServerError, EmbeddedServers, RedisServer
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +68,38 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _conformance_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "files", nargs="+", metavar="FILE", help="scenario files, or folders of them"
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="print only failures and the summary"
+    )
+
+
+def conformance(args: argparse.Namespace, settings: Settings) -> int:
+    """Run scenario files through the engine in-process (fake clock, real Redis)."""
+    from svc.conformance import run_files
+
+    with contextlib.ExitStack() as stack:
+        redis_url = settings.redis_url
+        if redis_url is None:
+            redis_url = stack.enter_context(RedisServer()).url
+        return asyncio.run(run_files(redis_url, args.files, quiet=args.quiet))
+
+
 COMMANDS: tuple[Command, ...] = (
     Command(
         name="run",
         help="run the service, starting embedded NATS and Redis where no URL is set",
         run=run,
+    ),
+    Command(
+        name="conformance",
+        help="run conformance scenario files through the engine in-process "
+        "(fake clock, real Redis; embedded when REDIS_URL is not set)",
+        run=conformance,
+        add_arguments=_conformance_arguments,
     ),
 )
 

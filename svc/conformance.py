@@ -1,0 +1,329 @@
+"""The conformance runner: scenario files (../shared/conformance/README.md) through the engine.
+
+In-process: a fake clock, the real engine and a real Redis; what act() publishes is captured,
+and the `prefect.automation.triggered` events go back into the engine after each step's own
+message, as they come back on the bus in the service.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import orjson
+from redis.asyncio import Redis
+
+from svc.domain.automations import Automation, parse_automation
+from svc.domain.errors import InvalidAutomation
+from svc.domain.firings import Act
+from svc.engine import Engine, FakeClock
+from svc.state.keys import Keys
+from svc.state.store import RedisState
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+# The service runs periodic and proactive evaluation on this timer (SEMANTICS 1, 8, 9).
+GRANULARITY_S = 5.0
+LABELS = uuid.UUID("6f1d8e52-3c0a-4e55-9d0b-7b1f3a2c9e41")
+
+
+class ScenarioError(ValueError):
+    """A scenario file that does not follow the format."""
+
+
+def label_uuid(label: str) -> str:
+    """Scenario ids are labels: a UUID is kept, any other label maps to one UUID, always."""
+    try:
+        return str(UUID(label))
+    except ValueError:
+        return str(uuid.uuid5(LABELS, label))
+
+
+@dataclass
+class CapturingPublisher:
+    """Collects what act() publishes; state-change events queue up for feedback."""
+
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    feedback: list[bytes] = field(default_factory=list)
+
+    async def publish(self, automation: Automation, out: Act) -> None:
+        self.feedback.extend(orjson.dumps(event) for event in out.events)
+        self.actions.extend(out.actions)
+
+
+@dataclass
+class StepFailure:
+    step: int
+    expected: list[dict[str, Any]]
+    actual: list[dict[str, Any]]
+
+    def describe(self) -> str:
+        lines = [f"  step {self.step}: expected {len(self.expected)} action(s):"]
+        lines += [f"    {json.dumps(e, sort_keys=True)}" for e in self.expected]
+        lines.append(f"  published {len(self.actual)}:")
+        lines += [f"    {summarize(a)}" for a in self.actual]
+        return "\n".join(lines)
+
+
+@dataclass
+class ScenarioResult:
+    name: str
+    path: str
+    failures: list[StepFailure]
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures and self.error is None
+
+
+def summarize(action: dict[str, Any]) -> str:
+    event = action.get("triggering_event")
+    return (
+        f"automation={action['automation']['id']} trigger={action['firing']['trigger']['type']}"
+        f" labels={json.dumps(action['triggering_labels'], sort_keys=True)}"
+        f" event={'null' if event is None else event['event'] + '#' + event['id'][-8:]}"
+        f" action_index={action['action_index']} action={action['action']['type']}"
+    )
+
+
+# ---------------------------------------------------------------- matching of expectations
+
+
+def contains(expected: Any, actual: Any) -> bool:
+    """Recursive containment; a list matches as a set, each item in a distinct actual item."""
+    if isinstance(expected, dict):
+        return isinstance(actual, dict) and all(
+            k in actual and contains(v, actual[k]) for k, v in expected.items()
+        )
+    if isinstance(expected, list):
+        return isinstance(actual, list) and _assign(expected, actual)
+    if expected is None:
+        return actual is None
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        return expected is actual
+    return expected == actual
+
+
+def _assign(expected: Sequence[Any], actual: Sequence[Any]) -> bool:
+    """Is there a way to match each expected item to a distinct actual item?"""
+    used: set[int] = set()
+
+    def place(i: int) -> bool:
+        if i == len(expected):
+            return True
+        for j, candidate in enumerate(actual):
+            if j not in used and contains(expected[i], candidate):
+                used.add(j)
+                if place(i + 1):
+                    return True
+                used.remove(j)
+        return False
+
+    return place(0)
+
+
+def _map_labels(entry: dict[str, Any]) -> dict[str, Any]:
+    entry = json.loads(json.dumps(entry))
+    automation = entry.get("automation")
+    if isinstance(automation, dict) and isinstance(automation.get("id"), str):
+        automation["id"] = label_uuid(automation["id"])
+    event = entry.get("triggering_event")
+    if isinstance(event, dict) and isinstance(event.get("id"), str):
+        event["id"] = label_uuid(event["id"])
+    return entry
+
+
+def expectations_met(expected: list[dict[str, Any]], actual: list[dict[str, Any]]) -> bool:
+    mapped = [_map_labels(e) for e in expected]
+    return len(mapped) == len(actual) and _assign(mapped, actual)
+
+
+# ---------------------------------------------------------------- running
+
+
+class InProcess:
+    """The engine in-process on a fake clock and a real Redis, driven as the service would
+    drive it: messages in, timer ticks, admin operations; actions captured."""
+
+    def __init__(self, redis: Redis, prefix: str, t0: datetime = T0):
+        self.clock = FakeClock(t0)
+        self.publisher = CapturingPublisher()
+        self.definitions: dict[UUID, Automation] = {}
+        self.state = RedisState(redis, Keys(prefix))
+        self.engine = Engine(self.state, self.publisher, self.clock, source=self._source)
+
+    async def _source(self) -> list[Automation]:
+        return list(self.definitions.values())
+
+    async def start(self, documents: Iterable[dict[str, Any]] = ()) -> None:
+        """Load the automations, then one periodic and one proactive evaluation, as the
+        service does when it starts."""
+        await self.state.start()
+        for document in documents:
+            automation = _automation(document)
+            self.definitions[automation.id] = automation
+        await self.engine.reconcile(force=True)
+        await self.tick()
+
+    async def feed_back(self) -> None:
+        """Deliver what act() published on the events subject back to the engine."""
+        while self.publisher.feedback:
+            await self.engine.handle_message(self.publisher.feedback.pop(0))
+
+    async def publish(self, body: bytes) -> None:
+        await self.engine.handle_message(body)
+        await self.feed_back()
+
+    async def publish_event(self, step: dict[str, Any]) -> None:
+        """Publish an event given as a scenario step (`at`, labels for ids)."""
+        await self.publish(orjson.dumps(scenario_event(step, self.clock.now())))
+
+    async def tick(self) -> None:
+        """What the service runs on its timer: periodic, then proactive evaluation."""
+        await self.engine.periodic_evaluation()
+        await self.feed_back()
+        await self.engine.evaluate_proactive_triggers()
+        await self.feed_back()
+
+    async def advance(self, seconds: float) -> None:
+        """Move the wall clock in steps of the granularity, ticking after each step."""
+        remaining = float(seconds)
+        while remaining > 1e-9:
+            step = min(GRANULARITY_S, remaining)
+            self.clock.advance(step)
+            remaining -= step
+            await self.tick()
+
+    async def load(self, document: dict[str, Any]) -> Automation:
+        automation = _automation(document)
+        self.definitions[automation.id] = automation
+        await self.engine.load(automation)
+        return automation
+
+    async def forget(self, label: str) -> None:
+        automation_id = UUID(label_uuid(label))
+        self.definitions.pop(automation_id, None)
+        await self.engine.delete(automation_id)
+
+    def take_actions(self) -> list[dict[str, Any]]:
+        actions, self.publisher.actions = self.publisher.actions, []
+        return actions
+
+
+class ScenarioRunner:
+    """Runs scenarios in-process against one Redis, each under its own key prefix."""
+
+    def __init__(self, redis: Redis):
+        self.redis = redis
+
+    async def run_file(self, path: str | Path) -> ScenarioResult:
+        path = Path(path)
+        try:
+            scenario = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            return ScenarioResult(path.stem, str(path), [], error=f"cannot read: {exc}")
+        name = scenario.get("name", path.stem)
+        prefix = f"conformance-{uuid.uuid4().hex[:10]}"
+        try:
+            failures = await self.run(scenario, prefix)
+        except (ScenarioError, InvalidAutomation) as exc:
+            return ScenarioResult(name, str(path), [], error=str(exc))
+        finally:
+            await self._clean(prefix)
+        return ScenarioResult(name, str(path), failures)
+
+    async def _clean(self, prefix: str) -> None:
+        keys = [k async for k in self.redis.scan_iter(match=f"{prefix}:*", count=1000)]
+        for start in range(0, len(keys), 500):
+            await self.redis.delete(*keys[start : start + 500])
+
+    async def run(self, scenario: dict[str, Any], prefix: str) -> list[StepFailure]:
+        harness = InProcess(self.redis, prefix)
+        await harness.start(scenario.get("automations", []))
+        failures: list[StepFailure] = []
+        for number, step in enumerate(scenario.get("steps", [])):
+            if "event" in step:
+                await harness.publish_event(step["event"])
+            elif "raw" in step:
+                await harness.publish(step["raw"].encode())
+            elif "advance" in step:
+                await harness.advance(float(step["advance"]))
+            elif "expect" in step:
+                actual = harness.take_actions()
+                if not expectations_met(step["expect"], actual):
+                    failures.append(StepFailure(number, step["expect"], actual))
+            elif "load" in step:
+                await harness.load(step["load"])
+            elif "forget" in step:
+                await harness.forget(str(step["forget"]))
+            elif "reset" in step:
+                await harness.engine.reset()
+            else:
+                raise ScenarioError(f"step {number} has no known kind: {sorted(step)}")
+        return failures
+
+
+def _automation(document: dict[str, Any]) -> Automation:
+    document = dict(document)
+    if "id" in document:
+        document["id"] = label_uuid(str(document["id"]))
+    return parse_automation(document)
+
+
+def scenario_event(step: dict[str, Any], wall: datetime) -> dict[str, Any]:
+    """An event JSON from a scenario step: `at` and `received_at` relative to T0, labels
+    for ids (a missing id gets a fresh one)."""
+    event = {k: v for k, v in step.items() if k not in ("at", "received_at")}
+    event["occurred"] = (T0 + timedelta(seconds=float(step.get("at", 0)))).isoformat()
+    if "received_at" in step:
+        event["received"] = (T0 + timedelta(seconds=float(step["received_at"]))).isoformat()
+    else:
+        event["received"] = wall.isoformat()
+    event["id"] = label_uuid(step["id"]) if "id" in step else str(uuid.uuid4())
+    if step.get("follows") is not None:
+        event["follows"] = label_uuid(step["follows"])
+    return event
+
+
+def expand(paths: Iterable[str]) -> list[Path]:
+    """Files, or folders of `*.json` scenarios (a folder's `generated/` included)."""
+    found: list[Path] = []
+    for item in paths:
+        p = Path(item)
+        if p.is_dir():
+            found += sorted(q for q in p.rglob("*.json"))
+        else:
+            found.append(p)
+    return found
+
+
+async def run_files(redis_url: str, paths: Iterable[str], *, quiet: bool = False) -> int:
+    """Run scenario files, print `PASS name` / `FAIL name` with what differed; return the
+    exit status (1 if any failed)."""
+    files = expand(paths)
+    client = Redis.from_url(redis_url)
+    runner = ScenarioRunner(client)
+    failed = 0
+    try:
+        for path in files:
+            result = await runner.run_file(path)
+            if result.passed:
+                if not quiet:
+                    print(f"PASS {result.name}")
+                continue
+            failed += 1
+            print(f"FAIL {result.name} ({result.path})")
+            if result.error:
+                print(f"  {result.error}")
+            for failure in result.failures:
+                print(failure.describe())
+    finally:
+        await client.aclose()
+    print(f"{len(files) - failed} passed, {failed} failed")
+    return 1 if failed else 0

@@ -1,0 +1,123 @@
+--[[
+  reactive-7: evaluate one event for one interested EventTrigger (SEMANTICS 5.2 step 4 and 6),
+  atomically: the per-trigger seen mark, ensure / hold / read of the bucket, the bucket state
+  machine, and the outbox record of every firing it decides.
+
+  Input:
+    KEYS[1] buckets   KEYS[2] ends   KEYS[3] satisfied   KEYS[4] seen   KEYS[5] outbox
+    KEYS[6] held      KEYS[7] heldat
+    ARGV[1]  event id
+    ARGV[2]  event JSON (stored as the bucket's last event and the firing's triggering event)
+    ARGV[3]  event occurred (us)
+    ARGV[4]  wall clock now (us): seen marks, held marks, the firing's `triggered`
+    ARGV[5]  bucketing key (JSON array)
+    ARGV[6]  trigger flags, one character each, '1' or '0':
+             reactive, has_after, immediate, holds_events, event_is_after, event_is_expected
+    ARGV[7]  threshold
+    ARGV[8]  within (us)
+    ARGV[9]  preceding-event lookback (us): the backdated start of a first window
+    ARGV[10] seed of deterministic firing ids (trigger id and state generation)
+    ARGV[11] held-event horizon (us): max(2 x lookback, within)
+
+  Output: { decision, firing record, ... }
+    decision: 'duplicate' (this event was already evaluated for this trigger), 'ignored'
+    (not expected, or nothing to evaluate), or the space-separated steps the state machine
+    took ('armed', 'counted', 'too_early', 'fired', 'window_closed', 'rolled_over',
+    'restarted', 'disarmed', 'held', 'unchanged')
+    firing record: JSON {id, key, event, at, triggered} as written to the outbox
+]]
+
+--- @include "bucket_machine.lua"
+
+local flags = ARGV[6]
+local T = {
+  buckets = KEYS[1], ends = KEYS[2], satisfied = KEYS[3], seen = KEYS[4], outbox = KEYS[5],
+  held = KEYS[6], heldat = KEYS[7],
+  reactive = string.sub(flags, 1, 1) == '1',
+  has_after = string.sub(flags, 2, 2) == '1',
+  immediate = string.sub(flags, 3, 3) == '1',
+  holds = string.sub(flags, 4, 4) == '1',
+  threshold = tonumber(ARGV[7]), within = tonumber(ARGV[8]), seed = ARGV[10],
+  now_wall = tonumber(ARGV[4]), firings = {}, trace = {}, nfired = 0,
+}
+local ev = {
+  id = ARGV[1], json = ARGV[2], occ = tonumber(ARGV[3]),
+  a = string.sub(flags, 5, 5), x = string.sub(flags, 6, 6),
+}
+local key = ARGV[5]
+local lookback = tonumber(ARGV[9])
+local horizon = tonumber(ARGV[11])
+
+-- Decision 3: an event is evaluated at most once per trigger, whatever is redelivered.
+if redis.call('ZSCORE', T.seen, ev.id) then
+  return { 'duplicate' }
+end
+redis.call('ZADD', T.seen, fmt(T.now_wall), ev.id)
+
+-- Hold an expect-only event for the windows that open later over it (SEMANTICS 6.2).
+local function hold_event()
+  local prefix = key .. '\0'
+  local member = prefix .. pad(ev.occ) .. '\0' .. ev.id
+  redis.call('ZADD', T.held, 0, member)
+  redis.call('ZADD', T.heldat, fmt(T.now_wall), member)
+  local drop = {}
+  -- the horizon is measured from the newest held event of this key
+  local newest = redis.call('ZREVRANGEBYLEX', T.held, '[' .. prefix .. '\255', '[' .. prefix,
+    'LIMIT', 0, 1)[1]
+  local newest_occ = tonumber(string.sub(newest, #prefix + 1, #prefix + 20))
+  for _, m in ipairs(redis.call('ZRANGEBYLEX', T.held, '[' .. prefix,
+      '(' .. prefix .. pad(newest_occ - horizon))) do
+    table.insert(drop, m)
+  end
+  -- each epoch-aligned slot `within` wide keeps its first and last `threshold` events
+  if T.threshold >= 0 then
+    local slot = math.floor(ev.occ / T.within) * T.within
+    local in_slot = redis.call('ZRANGEBYLEX', T.held, '[' .. prefix .. pad(slot),
+      '(' .. prefix .. pad(slot + T.within))
+    for i = T.threshold + 1, #in_slot - T.threshold do
+      table.insert(drop, in_slot[i])
+    end
+  end
+  for _, m in ipairs(drop) do
+    redis.call('ZREM', T.held, m)
+    redis.call('ZREM', T.heldat, m)
+  end
+  table.insert(T.trace, 'held')
+end
+
+local bucket = nil
+-- 4.2: an `after` event arms the bucket (-1 when it will count itself just below)
+if T.has_after and ev.a == '1' then
+  local initial = (ev.x == '1') and -1 or 0
+  bucket = ensure_bucket(T, key, ev.occ, ev.occ + T.within, initial, ev)
+  table.insert(T.trace, 'armed')
+end
+-- 4.3: the first window of a trigger without `after` is backdated by the lookback
+if not bucket and not T.has_after and ev.x == '1' then
+  bucket = ensure_bucket(T, key, ev.occ - lookback, ev.occ + T.within, 0, ev)
+end
+-- 4.4: after-only events just arm
+if ev.x ~= '1' then
+  return { table.concat(T.trace, ' ') ~= '' and table.concat(T.trace, ' ') or 'ignored' }
+end
+-- 4.5: an expected event of an unarmed trigger
+if not bucket then
+  if T.holds then
+    hold_event()
+  end
+  bucket = read_bucket(T, key)
+  if not bucket then
+    table.insert(T.trace, 'ignored')
+    return { table.concat(T.trace, ' ') }
+  end
+end
+-- 4.6
+evaluate(T, key, bucket, ev.occ, ev)
+if #T.trace == 0 then
+  table.insert(T.trace, 'unchanged')
+end
+local result = { table.concat(T.trace, ' ') }
+for _, record in ipairs(T.firings) do
+  table.insert(result, record)
+end
+return result

@@ -1,0 +1,83 @@
+"""Lua scripts: loaded once from package files, called by EVALSHA, reloaded on NOSCRIPT."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
+
+_INCLUDE = re.compile(r'^--- @include "([^"]+)"$', re.MULTILINE)
+
+
+def _read(name: str) -> str:
+    return resources.files("svc.state").joinpath("lua").joinpath(name).read_text()
+
+
+def _resolve(source: str) -> str:
+    return _INCLUDE.sub(lambda m: _resolve(_read(m.group(1))), source)
+
+
+@dataclass
+class Script:
+    """One `.lua` file; the number of KEYS is part of its name (`reactive-7.lua`)."""
+
+    name: str
+    source: str = field(repr=False)
+    sha: str = field(init=False)
+    numkeys: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+        self.numkeys = int(self.name.rsplit("-", 1)[1])
+
+    @classmethod
+    def load(cls, name: str) -> Script:
+        return cls(name, _resolve(_read(f"{name}.lua")))
+
+    def _check(self, keys: Sequence[str]) -> None:
+        if len(keys) != self.numkeys:
+            raise ValueError(f"script {self.name} takes {self.numkeys} keys, got {len(keys)}")
+
+    async def __call__(self, client: Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        self._check(keys)
+        try:
+            return await client.evalsha(self.sha, self.numkeys, *keys, *args)
+        except NoScriptError:
+            # The server lost its script cache (restart, failover, SCRIPT FLUSH): load it
+            # again and retry once.
+            await client.script_load(self.source)
+            return await client.evalsha(self.sha, self.numkeys, *keys, *args)
+
+    def queue(self, pipe: Pipeline, keys: Sequence[str], args: Sequence[Any]) -> None:
+        self._check(keys)
+        pipe.evalsha(self.sha, self.numkeys, *keys, *args)
+
+
+class Scripts:
+    """All scripts of the state layer, registered once."""
+
+    NAMES = ("reactive-7", "proactive-7", "sweep-7", "composite-3", "park-4", "finish-4",
+             "lost-2", "clock-1")
+
+    def __init__(self) -> None:
+        self.by_name = {name: Script.load(name) for name in self.NAMES}
+        self.reactive = self.by_name["reactive-7"]
+        self.proactive = self.by_name["proactive-7"]
+        self.sweep = self.by_name["sweep-7"]
+        self.composite = self.by_name["composite-3"]
+        self.park = self.by_name["park-4"]
+        self.finish = self.by_name["finish-4"]
+        self.lost = self.by_name["lost-2"]
+        self.clock = self.by_name["clock-1"]
+
+    async def load_all(self, client: Redis) -> None:
+        """SCRIPT LOAD every script, so pipelined EVALSHA calls find them."""
+        for script in self.by_name.values():
+            await client.script_load(script.source)

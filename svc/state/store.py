@@ -1,0 +1,171 @@
+"""The Redis side of the engine: every call the engine makes to Redis goes through here."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
+
+from svc.state.keys import CompositeKeys, Keys, TriggerKeys
+from svc.state.scripts import Script, Scripts
+
+# Safety net on seen marks: the engine's clock decides when a mark stops counting (30 min);
+# this real-time TTL only bounds memory, well beyond that horizon.
+SEEN_MARK_TTL_MS = 6 * 3600 * 1000
+
+
+@dataclass(frozen=True)
+class ScriptCall:
+    """One queued script call: built without touching Redis, sent in a pipeline."""
+
+    script: Script
+    keys: Sequence[str]
+    args: Sequence[Any]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One plain Redis command to send in the same pipeline as script calls."""
+
+    args: tuple[Any, ...]
+
+
+Call = ScriptCall | Command
+
+
+class RedisState:
+    """Trigger state, causal ordering and the events clock on one Redis (or Redis Cluster)."""
+
+    def __init__(self, client: Redis, keys: Keys):
+        self.client = client
+        self.keys = keys
+        self.scripts = Scripts()
+
+    async def start(self) -> None:
+        await self.scripts.load_all(self.client)
+
+    # -- script calls --
+
+    async def call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return await script(self.client, keys, args)
+
+    async def call_many(self, calls: Sequence[Call]) -> list[Any]:
+        """Send every call in one round trip (one pipeline); each script stays atomic and
+        calls apply in order, so events for the same bucket still apply in sequence."""
+        if not calls:
+            return []
+        for attempt in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            for c in calls:
+                if isinstance(c, ScriptCall):
+                    c.script.queue(pipe, c.keys, c.args)
+                else:
+                    pipe.execute_command(*c.args)
+            results = await pipe.execute(raise_on_error=False)
+            missing = [r for r in results if isinstance(r, NoScriptError)]
+            if not missing:
+                break
+            if attempt:
+                raise missing[0]
+            # The server lost its scripts; the calls that failed changed nothing, and those
+            # that ran are idempotent (seen marks, applied firing ids), so send all again.
+            await self.scripts.load_all(self.client)
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return list(results)
+
+    # -- outboxes --
+
+    def forget_firing(self, outbox: str, firing_id: str) -> Command:
+        """Drain one record from an outbox, once what it caused is published."""
+        return Command(("HDEL", outbox, firing_id))
+
+    async def pending_firings(self, outboxes: Sequence[str]) -> list[list[bytes]]:
+        """The records still in each outbox (a crashed replica's undrained firings)."""
+        pipe = self.client.pipeline(transaction=False)
+        for outbox in outboxes:
+            pipe.hvals(outbox)
+        return list(await pipe.execute())
+
+    # -- causal ordering --
+
+    async def seen(self, event_ids: Sequence[UUID], now_us: int, horizon_us: int) -> list[bool]:
+        if not event_ids:
+            return []
+        marks = await self.client.mget([self.keys.seen(i) for i in event_ids])
+        return [m is not None and int(m) > now_us - horizon_us for m in marks]
+
+    def park(
+        self, leader: UUID, follower: UUID, body: bytes, received_us: int, now_us: int,
+        horizon_us: int,
+    ) -> ScriptCall:
+        """Park a follower unless its leader was seen; the script answers b'parked' or
+        b'proceed'."""
+        keys = [
+            self.keys.seen(leader), self.keys.followers(leader), self.keys.parked_events,
+            self.keys.waitlist,
+        ]
+        args = [str(follower), body, received_us, now_us, horizon_us]
+        return ScriptCall(self.scripts.park, keys, args)
+
+    def has_followers(self, event_id: UUID) -> Command:
+        return Command(("EXISTS", self.keys.followers(event_id)))
+
+    def finish(self, event_id: UUID, now_us: int) -> ScriptCall:
+        """Mark the event seen; the script returns its parked followers (SEMANTICS 10.1)."""
+        keys = [
+            self.keys.seen(event_id), self.keys.followers(event_id), self.keys.parked_events,
+            self.keys.waitlist,
+        ]
+        return ScriptCall(self.scripts.finish, keys, [str(event_id), now_us, SEEN_MARK_TTL_MS])
+
+    async def lost_followers(self, cutoff_us: int, limit: int) -> list[bytes]:
+        keys = [self.keys.parked_events, self.keys.waitlist]
+        return await self.call(self.scripts.lost, keys, [cutoff_us, limit])
+
+    # -- the events clock --
+
+    def tick(self, latest_us: int | None, now_us: int) -> ScriptCall:
+        """Tick the events clock with the latest capped `occurred` (or only read it, with
+        None); the script returns the offset in microseconds."""
+        arg = "" if latest_us is None else latest_us
+        return ScriptCall(self.scripts.clock, [self.keys.clock], [arg, now_us])
+
+    async def clock_offset(self, now_us: int) -> int:
+        tick = self.tick(None, now_us)
+        return int(await self.call(tick.script, tick.keys, tick.args))
+
+    async def reset_clock(self) -> None:
+        await self.client.delete(self.keys.clock)
+
+    # -- state generations (Decision 6) --
+
+    async def swap_generation(self, automation_id: UUID, value: str) -> bytes | None:
+        """Record the generation an automation is loaded with; return the previous one."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hget(self.keys.generations, str(automation_id))
+        pipe.hset(self.keys.generations, str(automation_id), value)
+        previous, _ = await pipe.execute()
+        return previous
+
+    async def generation(self, automation_id: UUID) -> bytes | None:
+        return await self.client.hget(self.keys.generations, str(automation_id))
+
+    async def forget_generation(self, automation_id: UUID) -> bytes | None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hget(self.keys.generations, str(automation_id))
+        pipe.hdel(self.keys.generations, str(automation_id))
+        previous, _ = await pipe.execute()
+        return previous
+
+    async def delete_state(self, groups: Sequence[TriggerKeys | CompositeKeys]) -> None:
+        """Delete triggers' state; each group shares one hash tag, so one DEL per group."""
+        pipe = self.client.pipeline(transaction=False)
+        for group in groups:
+            pipe.delete(*group.as_list())
+        await pipe.execute()
