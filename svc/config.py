@@ -139,10 +139,21 @@ class Settings:
         "Triggered actions go to `<prefix>.<action type>.<automation id>`.",
         _matching(_SUBJECT, "a subject prefix without wildcards or empty tokens"),
     )
+    actions_duplicate_window_s: float = setting(
+        600.0,
+        "Seconds the actions stream remembers a triggered action's id (`Nats-Msg-Id`) to drop "
+        "a re-publish; must cover the longest crash recovery (restart plus outbox drain).",
+        _positive_seconds,
+    )
     dead_letter_subject: str = setting(
         "events-dead-letter",
         "Subject that receives undecodable or invalid events, with the reason.",
         _matching(_SUBJECT, "a subject without wildcards or empty tokens"),
+    )
+    dead_letter_stream: str = setting(
+        "DEAD_LETTER",
+        "JetStream stream that keeps the messages sent to the dead-letter subject.",
+        _matching(_NATS_NAME, "a stream name of letters, digits, '_' or '-'"),
     )
     automations_bucket: str = setting(
         "automations",
@@ -159,6 +170,12 @@ class Settings:
         "Most events fetched from the consumer in one pull.",
         _positive_int,
     )
+    fetch_timeout_s: float = setting(
+        1.0,
+        "Seconds one fetch waits for events before returning empty; also bounds how long a "
+        "shutdown waits for the fetch under way.",
+        _positive_seconds,
+    )
     max_ack_pending: int = setting(
         1000,
         "Most events handed out to the consumer and not yet acknowledged.",
@@ -167,6 +184,17 @@ class Settings:
     ack_wait_s: float = setting(
         30.0,
         "Seconds JetStream waits for an acknowledgement before redelivering an event.",
+        _positive_seconds,
+    )
+    consumer_backoff_initial_s: float = setting(
+        0.5,
+        "Seconds the consumer pauses after a failed batch (which it naks with this delay); "
+        "doubles with each consecutive failure.",
+        _positive_seconds,
+    )
+    consumer_backoff_max_s: float = setting(
+        30.0,
+        "Upper bound, in seconds, of the consumer's pause and redelivery delay after failures.",
         _positive_seconds,
     )
     periodic_interval_s: float = setting(

@@ -1,0 +1,268 @@
+"""The event intake loop: a durable pull consumer on the events stream, one handler call per
+fetched batch, dead letters published, and each message acked only once its effects are durable.
+
+How a batch goes (DESIGN, "Delivery guarantees"):
+
+1. fetch up to `fetch_batch` messages, waiting at most `fetch_timeout_s` (none is normal);
+2. call the handler once with the whole batch; its return means every effect is durable
+   (state in Redis, firings acknowledged by JetStream) and says, per message, None (done) or
+   why the message is bad input (Decision 2);
+3. publish each bad message to the dead-letter subject and await JetStream's acknowledgement;
+4. ack every message of the batch.
+
+If step 2 or 3 raises, nothing of the batch is acked: every message is nak'd with a delay, the
+loop pauses (exponential backoff, capped) and goes on. A crash at any point redelivers the
+batch; the engine's seen-event marks and the firings' `Nats-Msg-Id` make that harmless.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from svc.config import Settings
+
+logger = logging.getLogger(__name__)
+
+# Headers added to a dead-lettered message, beside the original body and headers.
+DEAD_LETTER_REASON = "Triggers-Dead-Letter-Reason"
+ORIGINAL_SUBJECT = "Triggers-Original-Subject"
+ORIGINAL_STREAM = "Triggers-Original-Stream"
+ORIGINAL_SEQUENCE = "Triggers-Original-Sequence"
+ORIGINAL_MSG_ID = "Triggers-Original-Msg-Id"
+MSG_ID = "Nats-Msg-Id"
+# A header value is one line; reasons built from validation errors may be long and multi-line.
+MAX_REASON_CHARS = 1000
+
+
+@dataclass(frozen=True)
+class EventMessage:
+    """One fetched event message, as the handler sees it (headers carry trace context)."""
+
+    body: bytes
+    headers: dict[str, str]
+    subject: str
+    stream_sequence: int
+    num_pending: int  # messages left in the stream for the consumer after this one
+    num_delivered: int = 1  # more than 1: a redelivery
+
+
+# Per message: None (done) or the reason it is dead-lettered. Returning means durable.
+EventHandler = Callable[[Sequence[EventMessage]], Awaitable[Sequence[str | None]]]
+
+
+class HandlerContractError(RuntimeError):
+    """The handler answered a batch with the wrong number of results."""
+
+
+class EventConsumer:
+    """Runs the intake loop for one replica; every replica shares the one durable consumer.
+
+    The counters are plain attributes for the telemetry layer to read.
+    """
+
+    def __init__(self, js: JetStreamContext, settings: Settings, handler: EventHandler):
+        self.js = js
+        self.settings = settings
+        self.handler = handler
+        self.processed = 0  # messages acked after the handler (dead letters included)
+        self.dead_lettered = 0
+        self.batches = 0
+        self.errors = 0  # failed batches and failed fetches
+        self.num_pending = 0  # consumer lag: messages not yet delivered, as of the last batch
+        self._failures_in_a_row = 0
+        self._stopping = asyncio.Event()
+        self._running = False
+        self._stopped = asyncio.Event()
+
+    def consumer_config(self) -> ConsumerConfig:
+        s = self.settings
+        return ConsumerConfig(
+            name=s.consumer_name,
+            durable_name=s.consumer_name,
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=s.ack_wait_s,
+            max_ack_pending=s.max_ack_pending,
+            filter_subject=f"{s.events_subject_prefix}.>",
+        )
+
+    async def ensure_consumer(self) -> None:
+        """Create the durable consumer, or update it to the settings (JetStream's create is
+        create-or-update for a named consumer, so every replica may call this at start)."""
+        await self.js.add_consumer(self.settings.events_stream, self.consumer_config())
+
+    async def run(self) -> None:
+        """Fetch and handle batches until stop() or cancellation; one bad batch never ends it.
+
+        On stop() it returns once the batch in flight is handled and acked. On cancellation
+        it does the same, then re-raises CancelledError. Failing to create the consumer at
+        start raises: that is a set-up error, not a bad batch.
+        """
+        self._running = True
+        self._stopped.clear()
+        try:
+            await self.ensure_consumer()
+            subscription = await self.js.pull_subscribe_bind(
+                self.settings.consumer_name, stream=self.settings.events_stream
+            )
+            try:
+                while not self._stopping.is_set():
+                    await self._step(subscription)
+            finally:
+                with contextlib.suppress(Exception):  # the connection may be closing already
+                    await subscription.unsubscribe()
+        finally:
+            self._running = False
+            self._stopped.set()
+
+    async def stop(self) -> None:
+        """Stop fetching; return once the batch in flight is handled and acked."""
+        self._stopping.set()
+        if self._running:
+            await self._stopped.wait()
+
+    async def _step(self, subscription: JetStreamContext.PullSubscription) -> None:
+        """One fetch and its batch. The only broad `except` of the loop is here."""
+        try:
+            messages = await self._fetch(subscription)
+            if messages:
+                # Shielded: a cancellation arriving mid-batch still lets the handler finish
+                # and the batch be acked or nak'd, like arq's finish_job.
+                batch = asyncio.ensure_future(self._handle_batch(messages))
+                try:
+                    await asyncio.shield(batch)
+                except asyncio.CancelledError:
+                    self._stopping.set()
+                    await self._settle(batch)
+                    raise
+                # only a handled batch ends a run of failures: an empty fetch in between
+                # proves nothing, as the nak'd batch is held back for its delay
+                self._failures_in_a_row = 0
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.errors += 1
+            self._failures_in_a_row += 1
+            pause_s = self._backoff_s()
+            logger.exception(
+                "event batch failed (%d in a row); fetching again in %.1f s",
+                self._failures_in_a_row,
+                pause_s,
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=pause_s)
+
+    async def _fetch(self, subscription: JetStreamContext.PullSubscription) -> list[Msg]:
+        try:
+            return await subscription.fetch(
+                self.settings.fetch_batch, timeout=self.settings.fetch_timeout_s
+            )
+        except TimeoutError:  # nats.errors.TimeoutError and FetchTimeoutError: nothing to do
+            return []
+
+    async def _handle_batch(self, messages: list[Msg]) -> None:
+        events = [_event_message(m) for m in messages]
+        self.num_pending = events[-1].num_pending
+        try:
+            reasons = list(await self.handler(events))
+            if len(reasons) != len(events):
+                raise HandlerContractError(
+                    f"the event handler returned {len(reasons)} results for a batch of "
+                    f"{len(events)} messages; it must return one (None or a reason) per message"
+                )
+            await self._dead_letter(events, reasons)
+        except Exception:
+            # Not acked: JetStream hands the batch out again after the delay. The delay is
+            # the pause the loop is about to take, so redeliveries do not hammer a failing
+            # dependency, here or on another replica.
+            await self._nak(messages, delay_s=self._backoff_s(self._failures_in_a_row + 1))
+            raise
+        for message in messages:
+            # ack, not ack_sync: the ordering (after the handler) is what the guarantee
+            # needs; a lost ack only redelivers, which the engine absorbs, and ack_sync
+            # would cost one round trip per message. The connection flushes it promptly,
+            # and on close.
+            await message.ack()
+        self.batches += 1
+        self.processed += len(messages)
+
+    async def _dead_letter(
+        self, events: Sequence[EventMessage], reasons: Sequence[str | None]
+    ) -> None:
+        bad = [(e, r) for e, r in zip(events, reasons, strict=True) if r is not None]
+        if not bad:
+            return
+        await asyncio.gather(*(self._publish_dead_letter(e, r) for e, r in bad))
+        self.dead_lettered += len(bad)
+
+    async def _publish_dead_letter(self, event: EventMessage, reason: str) -> None:
+        logger.warning(
+            "dead-lettering event message %s#%d (%s): %s",
+            self.settings.events_stream,
+            event.stream_sequence,
+            event.subject,
+            reason,
+        )
+        headers = dict(event.headers)
+        original_id = headers.pop(MSG_ID, None)
+        if original_id is not None:
+            headers[ORIGINAL_MSG_ID] = original_id
+        headers.update(
+            {
+                DEAD_LETTER_REASON: _one_line(reason),
+                ORIGINAL_SUBJECT: event.subject,
+                ORIGINAL_STREAM: self.settings.events_stream,
+                ORIGINAL_SEQUENCE: str(event.stream_sequence),
+                # a redelivered bad message is dead-lettered once (duplicate window)
+                MSG_ID: f"{self.settings.events_stream}:{event.stream_sequence}",
+            }
+        )
+        await self.js.publish(
+            self.settings.dead_letter_subject,
+            event.body,
+            headers=headers,
+            stream=self.settings.dead_letter_stream,
+        )
+
+    async def _settle(self, batch: asyncio.Future[None]) -> None:
+        """Wait for a shielded batch to end; the caller is being cancelled."""
+        try:
+            await batch
+        except Exception:
+            self.errors += 1
+            logger.exception("event batch failed while the consumer was being cancelled")
+
+    async def _nak(self, messages: list[Msg], delay_s: float) -> None:
+        for message in messages:
+            await message.nak(delay=delay_s)
+
+    def _backoff_s(self, failures: int | None = None) -> float:
+        """The pause after `failures` consecutive failures: doubling from the initial value,
+        capped."""
+        n = self._failures_in_a_row if failures is None else failures
+        s = self.settings
+        return min(s.consumer_backoff_initial_s * 2 ** max(n - 1, 0), s.consumer_backoff_max_s)
+
+
+def _event_message(message: Msg) -> EventMessage:
+    metadata = message.metadata
+    return EventMessage(
+        body=message.data,
+        headers=dict(message.headers or {}),
+        subject=message.subject,
+        stream_sequence=metadata.sequence.stream,
+        num_pending=metadata.num_pending,
+        num_delivered=metadata.num_delivered,
+    )
+
+
+def _one_line(reason: str) -> str:
+    flat = " ".join(reason.split())
+    return flat if len(flat) <= MAX_REASON_CHARS else flat[: MAX_REASON_CHARS - 3] + "..."

@@ -1,0 +1,308 @@
+"""The intake loop: acks only after the handler returns, naks and carries on when it raises,
+dead-letters bad input with its reason, and finishes the batch in flight when stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator, Sequence
+
+import orjson
+import pytest
+from nats.js import JetStreamContext
+from nats.js.api import ConsumerInfo
+from nats.js.errors import NotFoundError
+
+from svc.bus.consumer import (
+    DEAD_LETTER_REASON,
+    ORIGINAL_SEQUENCE,
+    ORIGINAL_STREAM,
+    ORIGINAL_SUBJECT,
+    EventConsumer,
+    EventHandler,
+    EventMessage,
+)
+from svc.bus.streams import ensure_streams
+from svc.config import Settings
+from tests.bus.support import eventually
+
+
+@pytest.fixture
+async def streams(js: JetStreamContext, bus_settings: Settings) -> AsyncIterator[None]:
+    await ensure_streams(js, bus_settings)
+    yield
+
+
+async def publish_events(js: JetStreamContext, settings: Settings, count: int) -> None:
+    for n in range(count):
+        await js.publish(
+            f"{settings.events_subject_prefix}.test.event",
+            orjson.dumps({"n": n}),
+            headers={"traceparent": f"00-{n:032x}-{n + 1:016x}-01"},
+        )
+
+
+async def consumer_info(js: JetStreamContext, settings: Settings) -> ConsumerInfo:
+    return await js.consumer_info(settings.events_stream, settings.consumer_name)
+
+
+async def all_acked(js: JetStreamContext, settings: Settings, count: int) -> bool:
+    try:
+        info = await consumer_info(js, settings)
+    except NotFoundError:  # run() has not created it yet
+        return False
+    return info.ack_floor.stream_seq == count and info.num_ack_pending == 0
+
+
+@contextlib.asynccontextmanager
+async def running(consumer: EventConsumer) -> AsyncIterator[asyncio.Task[None]]:
+    task = asyncio.create_task(consumer.run())
+    try:
+        yield task
+    finally:
+        await consumer.stop()
+        await task
+
+
+def recording_handler(
+    seen: list[EventMessage], reasons: dict[int, str] | None = None
+) -> EventHandler:
+    async def handle(messages: Sequence[EventMessage]) -> list[str | None]:
+        seen.extend(messages)
+        return [(reasons or {}).get(m.stream_sequence) for m in messages]
+
+    return handle
+
+
+async def test_a_batch_is_acked_only_after_the_handler_returns(
+    js: JetStreamContext, bus_settings: Settings, streams: None
+) -> None:
+    await publish_events(js, bus_settings, 3)
+    unacked_while_handling: list[int | None] = []
+    seen: list[EventMessage] = []
+
+    async def handle(messages: Sequence[EventMessage]) -> list[None]:
+        info = await consumer_info(js, bus_settings)
+        unacked_while_handling.append(info.num_ack_pending)
+        assert info.ack_floor.stream_seq == 0
+        seen.extend(messages)
+        return [None] * len(messages)
+
+    consumer = EventConsumer(js, bus_settings, handle)
+    async with running(consumer):
+        await eventually(lambda: all_acked(js, bus_settings, 3))
+
+    assert unacked_while_handling == [3]
+    assert [m.stream_sequence for m in seen] == [1, 2, 3]
+    assert [orjson.loads(m.body) for m in seen] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert seen[0].subject == f"{bus_settings.events_subject_prefix}.test.event"
+    assert seen[0].headers["traceparent"] == f"00-{0:032x}-{1:016x}-01"
+    assert [m.num_pending for m in seen] == [2, 1, 0]
+    assert (consumer.processed, consumer.batches, consumer.errors) == (3, 1, 0)
+    assert consumer.num_pending == 0
+
+
+async def test_a_handler_that_raises_leaves_the_batch_unacked_and_it_comes_back(
+    js: JetStreamContext, bus_settings: Settings, streams: None
+) -> None:
+    await publish_events(js, bus_settings, 2)
+    calls: list[list[tuple[int, int]]] = []
+    floors_at_retry: list[int] = []
+
+    async def handle(messages: Sequence[EventMessage]) -> list[None]:
+        calls.append([(m.stream_sequence, m.num_delivered) for m in messages])
+        if len(calls) == 1:
+            raise ConnectionError("redis went away")
+        floors_at_retry.append((await consumer_info(js, bus_settings)).ack_floor.stream_seq)
+        return [None] * len(messages)
+
+    consumer = EventConsumer(js, bus_settings, handle)
+    async with running(consumer) as task:
+        await eventually(lambda: all_acked(js, bus_settings, 2))
+        assert not task.done()
+
+    assert calls == [[(1, 1), (2, 1)], [(1, 2), (2, 2)]]
+    assert floors_at_retry == [0]
+    assert (consumer.processed, consumer.batches, consumer.errors) == (2, 1, 1)
+
+
+async def test_a_handler_answering_the_wrong_number_of_results_is_a_failed_batch(
+    js: JetStreamContext, bus_settings: Settings, streams: None
+) -> None:
+    await publish_events(js, bus_settings, 2)
+    calls = 0
+
+    async def handle(messages: Sequence[EventMessage]) -> list[None]:
+        nonlocal calls
+        calls += 1
+        return [None] if calls == 1 else [None] * len(messages)
+
+    consumer = EventConsumer(js, bus_settings, handle)
+    async with running(consumer):
+        await eventually(lambda: all_acked(js, bus_settings, 2))
+    assert (consumer.errors, consumer.processed) == (1, 2)
+
+
+async def test_bad_input_is_dead_lettered_with_its_reason_and_acked(
+    js: JetStreamContext, bus_settings: Settings, streams: None
+) -> None:
+    s = bus_settings
+    await publish_events(js, s, 3)
+    seen: list[EventMessage] = []
+    reason = "event: field required\n  (line two of the reason)"
+    consumer = EventConsumer(js, s, recording_handler(seen, {2: reason}))
+
+    async with running(consumer):
+        await eventually(lambda: all_acked(js, s, 3))
+
+    assert (await js.stream_info(s.dead_letter_stream)).state.messages == 1
+    dead = await js.get_msg(s.dead_letter_stream, seq=1)
+    assert dead.subject == s.dead_letter_subject
+    assert orjson.loads(dead.data) == {"n": 1}
+    assert dead.headers is not None
+    assert dead.headers[DEAD_LETTER_REASON] == "event: field required (line two of the reason)"
+    assert dead.headers[ORIGINAL_SUBJECT] == f"{s.events_subject_prefix}.test.event"
+    assert dead.headers[ORIGINAL_STREAM] == s.events_stream
+    assert dead.headers[ORIGINAL_SEQUENCE] == "2"
+    assert dead.headers["traceparent"] == f"00-{1:032x}-{2:016x}-01"
+    assert (consumer.processed, consumer.dead_lettered, consumer.errors) == (3, 1, 0)
+
+
+async def test_stop_lets_the_batch_in_flight_finish_and_be_acked(
+    js: JetStreamContext, bus_settings: Settings, streams: None
+) -> None:
+    await publish_events(js, bus_settings, 2)
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def handle(messages: Sequence[EventMessage]) -> list[None]:
+        entered.set()
+        await release.wait()
+        return [None] * len(messages)
+
+    consumer = EventConsumer(js, bus_settings, handle)
+    run = asyncio.create_task(consumer.run())
+    await asyncio.wait_for(entered.wait(), timeout=10)
+    stop = asyncio.create_task(consumer.stop())
+    for _ in range(10):  # give stop() every chance to return early; it must not
+        await asyncio.sleep(0)
+    assert not stop.done() and not run.done()
+
+    release.set()
+    await asyncio.wait_for(stop, timeout=10)
+    assert run.done() and run.exception() is None
+    await eventually(lambda: all_acked(js, bus_settings, 2))
+    assert consumer.processed == 2
+
+
+async def test_cancellation_lets_the_batch_in_flight_finish_then_cancels(
+    js: JetStreamContext, bus_settings: Settings, streams: None
+) -> None:
+    await publish_events(js, bus_settings, 2)
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def handle(messages: Sequence[EventMessage]) -> list[None]:
+        entered.set()
+        await release.wait()
+        return [None] * len(messages)
+
+    consumer = EventConsumer(js, bus_settings, handle)
+    run = asyncio.create_task(consumer.run())
+    await asyncio.wait_for(entered.wait(), timeout=10)
+    run.cancel()
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not run.done()
+
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(run, timeout=10)
+    await eventually(lambda: all_acked(js, bus_settings, 2))
+    assert consumer.processed == 2
+
+
+async def test_stop_while_idle_returns_after_the_fetch_under_way(
+    js: JetStreamContext, bus_settings: Settings, streams: None
+) -> None:
+    consumer = EventConsumer(js, bus_settings, recording_handler([]))
+    run = asyncio.create_task(consumer.run())
+    await eventually(lambda: consumer_exists(js, bus_settings))
+    await asyncio.wait_for(consumer.stop(), timeout=10)
+    assert run.done() and run.exception() is None
+    assert (consumer.batches, consumer.errors) == (0, 0)
+
+
+async def consumer_exists(js: JetStreamContext, settings: Settings) -> bool:
+    try:
+        await consumer_info(js, settings)
+    except NotFoundError:
+        return False
+    return True
+
+
+async def test_the_durable_consumer_is_created_then_updated_to_the_settings(
+    js: JetStreamContext, bus_settings: Settings, streams: None
+) -> None:
+    handler = recording_handler([])
+    await EventConsumer(js, bus_settings, handler).ensure_consumer()
+    await EventConsumer(js, bus_settings, handler).ensure_consumer()
+    info = await consumer_info(js, bus_settings)
+    assert info.config.durable_name == bus_settings.consumer_name
+    assert info.config.filter_subject == f"{bus_settings.events_subject_prefix}.>"
+    assert info.config.ack_wait == bus_settings.ack_wait_s
+    assert info.config.max_ack_pending == 1000
+
+    changed = EventConsumer(
+        js, dataclasses.replace(bus_settings, max_ack_pending=50, ack_wait_s=12.0), handler
+    )
+    await changed.ensure_consumer()
+    info = await consumer_info(js, bus_settings)
+    assert (info.config.max_ack_pending, info.config.ack_wait) == (50, 12.0)
+
+
+async def test_a_batch_never_exceeds_fetch_batch(
+    js: JetStreamContext, bus_settings: Settings, streams: None
+) -> None:
+    settings = dataclasses.replace(bus_settings, fetch_batch=2)
+    await publish_events(js, settings, 5)
+    sizes: list[int] = []
+
+    async def handle(messages: Sequence[EventMessage]) -> list[None]:
+        sizes.append(len(messages))
+        return [None] * len(messages)
+
+    consumer = EventConsumer(js, settings, handle)
+    async with running(consumer):
+        await eventually(lambda: all_acked(js, settings, 5))
+    assert max(sizes) <= 2 and sum(sizes) == 5
+
+
+async def test_consecutive_failures_back_off_exponentially_up_to_the_cap(
+    js: JetStreamContext, bus_settings: Settings, streams: None
+) -> None:
+    await publish_events(js, bus_settings, 1)
+    calls = 0
+
+    async def handle(messages: Sequence[EventMessage]) -> list[None]:
+        nonlocal calls
+        calls += 1
+        if calls <= 4:
+            raise ConnectionError("redis went away")
+        return [None] * len(messages)
+
+    consumer = EventConsumer(js, bus_settings, handle)
+    pauses: list[float] = []
+    original = consumer._backoff_s
+
+    def recording_backoff(failures: int | None = None) -> float:
+        pause = original(failures)
+        if failures is None:
+            pauses.append(pause)
+        return pause
+
+    consumer._backoff_s = recording_backoff  # type: ignore[method-assign]
+    async with running(consumer):
+        await eventually(lambda: all_acked(js, bus_settings, 1))
+    # initial 0.05 s, doubling, capped at 0.2 s (bus_settings)
+    assert pauses == [0.05, 0.1, 0.2, 0.2]
+    assert (consumer.errors, consumer.processed) == (4, 1)

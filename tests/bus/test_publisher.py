@@ -1,0 +1,146 @@
+"""The firing publisher: subjects, Nats-Msg-Id dedupe, trace context, and failures raised."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+import pytest
+from nats.js import JetStreamContext
+from opentelemetry.sdk.trace import TracerProvider
+
+from svc.bus.publisher import JetStreamPublisher, PublishError
+from svc.bus.streams import ensure_streams
+from svc.config import Settings
+from svc.domain.automations import Automation
+from svc.domain.firings import Act
+
+
+@pytest.fixture
+async def streams(js: JetStreamContext, bus_settings: Settings) -> AsyncIterator[None]:
+    await ensure_streams(js, bus_settings)
+    yield
+
+
+def act_for(automation: Automation) -> Act:
+    """An Act shaped like act()'s: one state-change event, two triggered actions."""
+    event = {"id": str(uuid.uuid4()), "event": "prefect.automation.triggered", "payload": {}}
+    actions = tuple(
+        {
+            "id": str(uuid.uuid4()),
+            "automation": automation.to_json(),
+            "action": {"type": kind},
+            "action_index": index,
+        }
+        for index, kind in enumerate(["send-notification", "run-deployment"])
+    )
+    return Act(events=(event,), actions=actions)
+
+
+async def stored(js: JetStreamContext, stream: str) -> list[tuple[str, dict[str, Any], dict]]:
+    count = (await js.stream_info(stream)).state.messages
+    messages = [await js.get_msg(stream, seq=seq) for seq in range(1, count + 1)]
+    return [(m.subject, orjson.loads(m.data), m.headers or {}) for m in messages]
+
+
+async def test_events_and_triggered_actions_go_to_their_subjects_with_their_ids(
+    js: JetStreamContext,
+    bus_settings: Settings,
+    streams: None,
+    make_automation: Callable[..., Automation],
+) -> None:
+    s = bus_settings
+    automation = make_automation()
+    out = act_for(automation)
+
+    await JetStreamPublisher(js, s).publish(automation, out)
+
+    [(subject, body, headers)] = await stored(js, s.events_stream)
+    assert subject == f"{s.events_subject_prefix}.prefect.automation.triggered"
+    assert body == out.events[0]
+    assert headers["Nats-Msg-Id"] == out.events[0]["id"]
+    actions = sorted(await stored(js, s.actions_stream), key=lambda m: m[1]["action_index"])
+    assert [subject for subject, _, _ in actions] == [
+        f"{s.actions_subject_prefix}.send-notification.{automation.id}",
+        f"{s.actions_subject_prefix}.run-deployment.{automation.id}",
+    ]
+    assert [body for _, body, _ in actions] == list(out.actions)
+    assert [h["Nats-Msg-Id"] for _, _, h in actions] == [a["id"] for a in out.actions]
+
+
+async def test_publishing_the_same_act_twice_stores_each_message_once(
+    js: JetStreamContext,
+    bus_settings: Settings,
+    streams: None,
+    make_automation: Callable[..., Automation],
+) -> None:
+    automation = make_automation()
+    out = act_for(automation)
+    publisher = JetStreamPublisher(js, bus_settings)
+
+    await publisher.publish(automation, out)
+    await publisher.publish(automation, out)
+
+    assert (await js.stream_info(bus_settings.actions_stream)).state.messages == 2
+    assert (await js.stream_info(bus_settings.events_stream)).state.messages == 1
+
+
+async def test_the_active_trace_context_travels_in_the_headers(
+    js: JetStreamContext,
+    bus_settings: Settings,
+    streams: None,
+    make_automation: Callable[..., Automation],
+) -> None:
+    automation = make_automation()
+    out = act_for(automation)
+    tracer = TracerProvider().get_tracer(__name__)
+
+    with tracer.start_as_current_span("act") as span:
+        await JetStreamPublisher(js, bus_settings).publish(automation, out)
+        trace_id = f"{span.get_span_context().trace_id:032x}"
+
+    messages = await stored(js, bus_settings.events_stream)
+    messages += await stored(js, bus_settings.actions_stream)
+    assert len(messages) == 3
+    for _, _, headers in messages:
+        assert headers["traceparent"].split("-")[1] == trace_id
+
+
+async def test_without_an_active_span_no_trace_header_is_sent(
+    js: JetStreamContext,
+    bus_settings: Settings,
+    streams: None,
+    make_automation: Callable[..., Automation],
+) -> None:
+    automation = make_automation()
+    await JetStreamPublisher(js, bus_settings).publish(automation, act_for(automation))
+    for _, _, headers in await stored(js, bus_settings.actions_stream):
+        assert "traceparent" not in headers
+
+
+async def test_a_message_that_is_not_acknowledged_raises(
+    js: JetStreamContext,
+    bus_settings: Settings,
+    streams: None,
+    make_automation: Callable[..., Automation],
+) -> None:
+    # No stream takes these subjects: nothing acknowledges the triggered actions.
+    settings = dataclasses.replace(
+        bus_settings, actions_subject_prefix=f"nowhere-{bus_settings.actions_subject_prefix}"
+    )
+    automation = make_automation()
+    with pytest.raises(PublishError, match=f"2 of 3 messages for automation {automation.id}"):
+        await JetStreamPublisher(js, settings).publish(automation, act_for(automation))
+
+
+def test_a_subject_token_with_a_wildcard_or_space_is_refused(
+    bus_settings: Settings, make_automation: Callable[..., Automation]
+) -> None:
+    publisher = JetStreamPublisher(None, bus_settings)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="token 'a b'"):
+        publisher.event_subject({"event": "a b.c"})
+    with pytest.raises(ValueError, match="token '>'"):
+        publisher.event_subject({"event": "x.>"})
