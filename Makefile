@@ -12,24 +12,46 @@ STAMP := $(VENV)/.installed
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 # Throw-away environment in which `make constraints` re-resolves the pins.
 CONSTRAINTS_VENV := .constraints-venv
+# npm tools (buf, pinned in package.json / package-lock.json) live inside .venv too, so
+# removing .venv forgets them as well and no node_modules/ appears in the work tree.
+NODE_DIR := $(VENV)/node
+BUF := $(NODE_DIR)/node_modules/.bin/buf
+BUF_STAMP := $(NODE_DIR)/.installed
 
-.PHONY: venv lint test run constraints clean
+.PHONY: venv lint test run constraints clean proto proto-check
 
-venv: $(STAMP)
+venv: $(STAMP) $(BUF_STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@
 
+# The lock pins buf and its per-platform binary packages; the binaries need no install script.
+$(BUF_STAMP): package.json package-lock.json | $(STAMP)
+	rm -rf $(NODE_DIR)
+	mkdir -p $(NODE_DIR)
+	cp package.json package-lock.json $(NODE_DIR)/
+	npm ci --prefix $(NODE_DIR) --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
+
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(BUF) lint
 
 test: venv lint
 	$(PY) -m pytest
 
 run: venv
 	$(PY) -m svc run
+
+# Regenerates svc/admin/generated/ from proto/ (replacing it as a whole); commit the result.
+proto: venv
+	$(PY) -m svc.admin.codegen
+
+# Fails when svc/admin/generated/ is out of date with proto/ (the test suite checks it too).
+proto-check: venv
+	$(PY) -m svc.admin.codegen --check
 
 # Rewrites constraints.txt with the newest versions pyproject.toml allows, resolved from
 # scratch in a clean environment; review the diff before committing it.
