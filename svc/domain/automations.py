@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from svc.domain.errors import InvalidAutomation
+from svc.domain.errors import FieldValueError, InvalidAutomation
 from svc.domain.events import ReceivedEvent, to_utc
 from svc.domain.matching import ResourceSpecification, covers_resources
 from svc.domain.names import EventNamePatterns
@@ -50,6 +50,7 @@ FLOW_RUN_LOOP_EVENTS = frozenset(
 ACTION_TYPE = re.compile(r"^[A-Za-z0-9_-]+$")
 
 _timedelta = TypeAdapter(timedelta)
+_int = TypeAdapter(int)
 
 
 class Posture(StrEnum):
@@ -124,7 +125,7 @@ class EventTrigger(_TriggerBase):
         if not isinstance(data, dict):
             return data
         if "within" in data and data["within"] is None:
-            raise ValueError("`within` should be a valid timedelta")
+            raise FieldValueError("within", "`within` should be a valid timedelta")
         within = data.get("within")
         if within is not None and not isinstance(within, timedelta):
             try:
@@ -136,8 +137,9 @@ class EventTrigger(_TriggerBase):
             if not within:
                 data = {**data, "within": PROACTIVE_MINIMUM_WITHIN}
             elif within < PROACTIVE_MINIMUM_WITHIN:
-                raise ValueError(
-                    "`within` for Proactive triggers must be greater than or equal to 10 seconds"
+                raise FieldValueError(
+                    "within",
+                    "`within` for Proactive triggers must be greater than or equal to 10 seconds",
                 )
         return data
 
@@ -163,9 +165,15 @@ class EventTrigger(_TriggerBase):
     @field_validator("match_related", mode="before")
     @classmethod
     def _coerce_match_related(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            return [_spec(item) for item in value]
-        return _spec(value)
+        if not isinstance(value, list):
+            return _spec(value)
+        specs = []
+        for position, item in enumerate(value):
+            try:
+                specs.append(_spec(item))
+            except ValueError as exc:
+                raise FieldValueError(str(position), str(exc)) from None
+        return specs
 
     # -- the trigger's questions (SEMANTICS 2.6, 2.7, 3.3) --
 
@@ -260,13 +268,26 @@ class CompoundTrigger(_CompositeBase):
     type: Literal["compound"] = "compound"
     require: int | Literal["any", "all"]
 
+    @field_validator("require", mode="before")
+    @classmethod
+    def _int_any_or_all(cls, value: Any) -> Any:
+        # One clear error, instead of one per member of the union under made-up paths.
+        if value in ("any", "all"):
+            return value
+        try:
+            return _int.validate_python(value)
+        except ValidationError:
+            raise ValueError(f"require must be an integer, 'any' or 'all', got {value!r}") from None
+
     @model_validator(mode="after")
     def _require_bounds(self) -> CompoundTrigger:
         if isinstance(self.require, int):
             if self.require < 1:
-                raise ValueError("require must be at least 1")
+                raise FieldValueError("require", "require must be at least 1")
             if self.require > len(self.triggers):
-                raise ValueError("require must be less than or equal to the number of triggers")
+                raise FieldValueError(
+                    "require", "require must be less than or equal to the number of triggers"
+                )
         return self
 
     @property
@@ -358,11 +379,26 @@ class Automation(BaseModel):
         for position, action in enumerate(actions):
             kind = action.get("type")
             if not isinstance(kind, str) or not ACTION_TYPE.match(kind):
-                raise ValueError(
+                raise FieldValueError(
+                    str(position),
                     f"action {position} needs a `type` made of letters, digits, '-' or '_' "
-                    f"(it names the NATS subject actions.<type>.<automation id>), got {kind!r}"
+                    f"(it names the NATS subject actions.<type>.<automation id>), got {kind!r}",
                 )
         return actions
+
+    @model_validator(mode="after")
+    def _unique_trigger_ids(self) -> Automation:
+        # Runtime state is keyed by trigger id, so two triggers may not share one.
+        first_path: dict[UUID, str] = {}
+        for path, trigger in _trigger_paths(self.trigger, "trigger"):
+            if trigger.id in first_path:
+                raise FieldValueError(
+                    f"{path}.id",
+                    f"trigger id {trigger.id} is already used by {first_path[trigger.id]}; "
+                    "give each trigger its own id, or leave it out to have one assigned",
+                )
+            first_path[trigger.id] = path  # type: ignore[index]
+        return self
 
     @model_validator(mode="after")
     def _prevent_run_deployment_loops(self) -> Automation:
@@ -375,8 +411,6 @@ class Automation(BaseModel):
         stack: list[tuple[Trigger, UUID]] = [(self.trigger, self.id)]
         while stack:
             trigger, parent = stack.pop()
-            if trigger.id in by_id:
-                raise ValueError(f"trigger id {trigger.id} appears twice in the trigger tree")
             parents[trigger.id] = parent  # type: ignore[index]
             by_id[trigger.id] = trigger  # type: ignore[index]
             if isinstance(trigger, CompoundTrigger | SequenceTrigger):
@@ -440,6 +474,14 @@ def _with_ids(trigger: dict[str, Any], automation_id: UUID, path: str) -> dict[s
     return trigger
 
 
+def _trigger_paths(trigger: Trigger, path: str) -> Iterator[tuple[str, Trigger]]:
+    """Each trigger of the tree with its field path, depth first in declaration order."""
+    yield path, trigger
+    if isinstance(trigger, CompoundTrigger | SequenceTrigger):
+        for position, child in enumerate(trigger.triggers):
+            yield from _trigger_paths(child, f"{path}.triggers.{position}")
+
+
 def _check_run_deployment_loop(automation: Automation) -> None:
     """SEMANTICS 3.1, the run-deployment loop guard."""
     trigger = automation.trigger
@@ -451,26 +493,28 @@ def _check_run_deployment_loop(automation: Automation) -> None:
         return
     if not FLOW_RUN_LOOP_EVENTS & trigger.expect:
         return
-    for action in automation.actions:
+    for position, action in enumerate(automation.actions):
         if action.get("type") != "run-deployment":
             continue
         source = action.get("source", "selected")
         if source == "inferred":
-            raise ValueError(
+            raise FieldValueError(
+                f"actions.{position}",
                 "Running an inferred deployment from a flow run state change event will lead "
                 "to an infinite loop of flow runs. Choose a specific deployment and add "
-                "filtering labels to the trigger's match or match_related."
+                "filtering labels to the trigger's match or match_related.",
             )
         unfiltered = trigger.match.matches_every_resource_of_kind("prefect.flow-run") and any(
             spec.matches_every_resource_of_kind("prefect.flow-run")
             for spec in trigger.related_specs
         )
         if source == "selected" and unfiltered:
-            raise ValueError(
-                    "Running a selected deployment from a flow run state change event may "
-                    "lead to an infinite loop of flow runs. Include filtering labels on "
-                    "match or match_related that exclude the selected deployment's flow runs."
-                )
+            raise FieldValueError(
+                f"actions.{position}",
+                "Running a selected deployment from a flow run state change event may "
+                "lead to an infinite loop of flow runs. Include filtering labels on "
+                "match or match_related that exclude the selected deployment's flow runs.",
+            )
 
 
 def parse_automation(document: Any) -> Automation:
@@ -482,8 +526,6 @@ def parse_automation(document: Any) -> Automation:
         return Automation.model_validate(document)
     except ValidationError as exc:
         raise InvalidAutomation.from_pydantic(exc) from None
-    except ValueError as exc:  # raised by model_post_init (duplicate trigger ids)
-        raise InvalidAutomation.single("trigger", str(exc)) from None
 
 
 def parse_automation_json(data: bytes | str) -> Automation:

@@ -19,6 +19,18 @@ class FieldError:
         return f"{self.path or '<root>'}: {self.message}"
 
 
+class FieldValueError(ValueError):
+    """Raised by a validator to blame `field`, a dotted path below the value it validates.
+
+    A model validator's error otherwise points at the whole model (`trigger`), not at the
+    field the user has to change (`trigger.within`).
+    """
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
 class DomainValidationError(ValueError):
     """Input that does not fit the model; `errors` lists every offending field."""
 
@@ -59,6 +71,9 @@ class InvalidAutomation(DomainValidationError):
 
 def _field_error(err: dict, prefix: str) -> FieldError:
     parts: Iterable[str] = (str(p) for p in err.get("loc", ()) if not _is_union_tag(p))
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldValueError):
+        parts = (*parts, cause.field)
     path = ".".join(p for p in (prefix, *parts) if p)
     message = err.get("msg", "invalid value")
     # pydantic prefixes messages raised by our own validators with "Value error, "

@@ -16,7 +16,7 @@ from pydantic import (
     field_validator,
 )
 
-from svc.domain.errors import InvalidEvent
+from svc.domain.errors import FieldValueError, InvalidEvent
 from svc.domain.matching import find_resource_label
 
 RESOURCE_ID = "prefect.resource.id"
@@ -58,7 +58,11 @@ def to_utc(value: datetime) -> datetime:
     """Naive datetimes are taken as UTC, as Prefect's DateTime type does."""
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # e.g. 0001-01-01T00:00:00+05:00: a ValueError makes it a validation error.
+        raise ValueError(f"{value.isoformat()} is out of the range of datetimes in UTC") from None
 
 
 class ReceivedEvent(BaseModel):
@@ -79,6 +83,14 @@ class ReceivedEvent(BaseModel):
     @classmethod
     def _utc(cls, value: datetime | None) -> datetime | None:
         return None if value is None else to_utc(value)
+
+    @field_validator("received", mode="before")
+    @classmethod
+    def _received_not_null(cls, value: Any) -> Any:
+        # `None` here only means "not given yet"; Prefect refuses an explicit null (2.2).
+        if value is None:
+            raise ValueError("`received` must be a datetime; leave it out to have it filled")
+        return value
 
     @field_validator("event")
     @classmethod
@@ -107,7 +119,7 @@ class ReceivedEvent(BaseModel):
             try:
                 _check_resource(labels, limits, related=True)
             except ValueError as exc:
-                raise ValueError(f"related resource {position}: {exc}") from None
+                raise FieldValueError(str(position), str(exc)) from None
         return value
 
     # -- helpers used by the engine (SEMANTICS 2.1, 2.3) --
@@ -140,7 +152,12 @@ def decode_event(
 
     Raises `InvalidEvent` naming every offending field (the message is then dead-lettered).
     """
-    size = len(body.encode() if isinstance(body, str) else body)
+    if isinstance(body, str):
+        try:
+            body = body.encode()
+        except UnicodeEncodeError as exc:
+            raise InvalidEvent.single("", f"the event is not valid UTF-8 text: {exc}") from None
+    size = len(body)
     if size > limits.maximum_size_bytes:
         raise InvalidEvent.single(
             "", f"the event is {size} bytes, over the limit of {limits.maximum_size_bytes}"

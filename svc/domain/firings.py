@@ -100,7 +100,9 @@ def state_change_event(
 
 def act(automation: Automation, firing: Firing, received: datetime) -> Act:
     """SEMANTICS 7.3: the state-change events and one triggered action per action, in order."""
-    events = [state_change_event(automation, firing, s, received) for s in firing.trigger_states]
+    # Triggered before Resolved, whatever order the firing lists its states in.
+    states = [state for state in TriggerState if state in firing.trigger_states]
+    events = [state_change_event(automation, firing, s, received) for s in states]
     by_state = {event["event"]: event for event in events}
     triggered_event = by_state.get(AUTOMATION_TRIGGERED)
     resolved_event = by_state.get(AUTOMATION_RESOLVED)
