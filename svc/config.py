@@ -86,6 +86,15 @@ def _address(env: str, raw: str) -> str:
     return raw
 
 
+def _one_of(*choices: str) -> Parser:
+    def parse(env: str, raw: str) -> str:
+        if raw not in choices:
+            raise SettingsError(f"{env} must be one of {', '.join(choices)}, got {raw!r}")
+        return raw
+
+    return parse
+
+
 def _path(env: str, raw: str) -> str:
     return raw
 
@@ -216,6 +225,25 @@ class Settings:
         "127.0.0.1:50051",
         "`host:port` the gRPC admin API listens on.",
         _address,
+    )
+    traces_exporter: str = setting(
+        "none",
+        "Where spans go: `otlp` (configured by the standard OTEL_EXPORTER_OTLP_* variables), "
+        "`console` or `none`.",
+        _one_of("otlp", "console", "none"),
+        env="OTEL_TRACES_EXPORTER",
+    )
+    metrics_exporter: str = setting(
+        "none",
+        "Where metrics go: `otlp`, `console` or `none`.",
+        _one_of("otlp", "console", "none"),
+        env="OTEL_METRICS_EXPORTER",
+    )
+    service_name: str = setting(
+        "triggers",
+        "The `service.name` of spans and metrics.",
+        _matching(re.compile(r"\S+"), "a name without whitespace"),
+        env="OTEL_SERVICE_NAME",
     )
 
     @classmethod

@@ -7,6 +7,8 @@ message, as they come back on the bus in the service.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import uuid
 from collections.abc import Iterable, Sequence
@@ -16,9 +18,13 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import nats
 import orjson
+from nats.js.api import DeliverPolicy
 from redis.asyncio import Redis
 
+from svc.client import event_subject
+from svc.config import Settings
 from svc.domain.automations import Automation, parse_automation
 from svc.domain.errors import InvalidAutomation
 from svc.domain.firings import Act
@@ -36,12 +42,14 @@ class ScenarioError(ValueError):
     """A scenario file that does not follow the format."""
 
 
-def label_uuid(label: str) -> str:
-    """Scenario ids are labels: a UUID is kept, any other label maps to one UUID, always."""
+def label_uuid(label: str, namespace: UUID = LABELS) -> str:
+    """Scenario ids are labels: a UUID is kept, any other label maps to one UUID, always
+    the same within a namespace (the live runner takes a fresh one per scenario run, since
+    the service remembers the events it has seen)."""
     try:
         return str(UUID(label))
     except ValueError:
-        return str(uuid.uuid5(LABELS, label))
+        return str(uuid.uuid5(namespace, label))
 
 
 @dataclass
@@ -128,19 +136,21 @@ def _assign(expected: Sequence[Any], actual: Sequence[Any]) -> bool:
     return place(0)
 
 
-def _map_labels(entry: dict[str, Any]) -> dict[str, Any]:
+def _map_labels(entry: dict[str, Any], namespace: UUID) -> dict[str, Any]:
     entry = json.loads(json.dumps(entry))
     automation = entry.get("automation")
     if isinstance(automation, dict) and isinstance(automation.get("id"), str):
         automation["id"] = label_uuid(automation["id"])
     event = entry.get("triggering_event")
     if isinstance(event, dict) and isinstance(event.get("id"), str):
-        event["id"] = label_uuid(event["id"])
+        event["id"] = label_uuid(event["id"], namespace)
     return entry
 
 
-def expectations_met(expected: list[dict[str, Any]], actual: list[dict[str, Any]]) -> bool:
-    mapped = [_map_labels(e) for e in expected]
+def expectations_met(
+    expected: list[dict[str, Any]], actual: list[dict[str, Any]], namespace: UUID = LABELS
+) -> bool:
+    mapped = [_map_labels(e, namespace) for e in expected]
     return len(mapped) == len(actual) and _assign(mapped, actual)
 
 
@@ -152,6 +162,7 @@ class InProcess:
     drive it: messages in, timer ticks, admin operations; actions captured."""
 
     def __init__(self, redis: Redis, prefix: str, t0: datetime = T0):
+        self.t0 = t0
         self.clock = FakeClock(t0)
         self.publisher = CapturingPublisher()
         self.definitions: dict[UUID, Automation] = {}
@@ -182,7 +193,7 @@ class InProcess:
 
     async def publish_event(self, step: dict[str, Any]) -> None:
         """Publish an event given as a scenario step (`at`, labels for ids)."""
-        await self.publish(orjson.dumps(scenario_event(step, self.clock.now())))
+        await self.publish(orjson.dumps(scenario_event(step, self.clock.now(), self.t0)))
 
     async def tick(self) -> None:
         """What the service runs on its timer: periodic, then proactive evaluation."""
@@ -259,7 +270,9 @@ class ScenarioRunner:
                 if not expectations_met(step["expect"], actual):
                     failures.append(StepFailure(number, step["expect"], actual))
             elif "load" in step:
-                await harness.load(step["load"])
+                # a refused document changes nothing, as the admin API refuses it
+                with contextlib.suppress(InvalidAutomation):
+                    await harness.load(step["load"])
             elif "forget" in step:
                 await harness.forget(str(step["forget"]))
             elif "reset" in step:
@@ -276,18 +289,20 @@ def _automation(document: dict[str, Any]) -> Automation:
     return parse_automation(document)
 
 
-def scenario_event(step: dict[str, Any], wall: datetime) -> dict[str, Any]:
+def scenario_event(
+    step: dict[str, Any], wall: datetime, t0: datetime = T0, namespace: UUID = LABELS
+) -> dict[str, Any]:
     """An event JSON from a scenario step: `at` and `received_at` relative to T0, labels
     for ids (a missing id gets a fresh one)."""
     event = {k: v for k, v in step.items() if k not in ("at", "received_at")}
-    event["occurred"] = (T0 + timedelta(seconds=float(step.get("at", 0)))).isoformat()
+    event["occurred"] = (t0 + timedelta(seconds=float(step.get("at", 0)))).isoformat()
     if "received_at" in step:
-        event["received"] = (T0 + timedelta(seconds=float(step["received_at"]))).isoformat()
+        event["received"] = (t0 + timedelta(seconds=float(step["received_at"]))).isoformat()
     else:
         event["received"] = wall.isoformat()
-    event["id"] = label_uuid(step["id"]) if "id" in step else str(uuid.uuid4())
+    event["id"] = label_uuid(step["id"], namespace) if "id" in step else str(uuid.uuid4())
     if step.get("follows") is not None:
-        event["follows"] = label_uuid(step["follows"])
+        event["follows"] = label_uuid(step["follows"], namespace)
     return event
 
 
@@ -326,4 +341,181 @@ async def run_files(redis_url: str, paths: Iterable[str], *, quiet: bool = False
     finally:
         await client.aclose()
     print(f"{len(files) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+# ---------------------------------------------------------------- live, against the service
+
+
+class LiveRunner:
+    """Runs scenarios end to end against a running service: automations through the admin
+    API, events over NATS, triggered actions read back from the ACTIONS stream. Time is
+    real: T0 is the moment a scenario starts and `advance` sleeps."""
+
+    def __init__(self, settings: Settings, *, settle_timeout_s: float = 20.0):
+        self.settings = settings
+        self.settle_timeout_s = settle_timeout_s
+
+    async def __aenter__(self) -> LiveRunner:
+        from svc.client import AdminClient
+
+        self.nc = await nats.connect(self.settings.nats_url, name="triggers-conformance")
+        self.js = self.nc.jetstream()
+        self.admin = AdminClient(self.settings.grpc_address)
+        await self.admin.wait_ready(self.settle_timeout_s)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.admin.channel.close()
+        await self.nc.drain()
+
+    async def run_file(self, path: str | Path) -> ScenarioResult | None:
+        """The result, or None for a scenario marked `"live": false`."""
+        path = Path(path)
+        try:
+            scenario = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            return ScenarioResult(path.stem, str(path), [], error=f"cannot read: {exc}")
+        if scenario.get("live", True) is False:
+            return None
+        name = scenario.get("name", path.stem)
+        try:
+            failures = await self.run(scenario)
+        except ScenarioError as exc:
+            return ScenarioResult(name, str(path), [], error=str(exc))
+        return ScenarioResult(name, str(path), failures)
+
+    async def run(self, scenario: dict[str, Any]) -> list[StepFailure]:
+        documents = [_with_label_ids(d) for d in scenario.get("automations", [])]
+        ids = {str(d["id"]) for d in documents}
+        for step in scenario.get("steps", []):
+            if "load" in step:
+                ids.add(label_uuid(str(step["load"].get("id"))))
+        await self._delete(ids)
+        published: list[dict[str, Any]] = []
+
+        async def collect(msg: Any) -> None:
+            action = orjson.loads(msg.data)
+            if action.get("automation", {}).get("id") in ids:
+                published.append(action)
+
+        sub = await self.js.subscribe(
+            f"{self.settings.actions_subject_prefix}.>",
+            stream=self.settings.actions_stream,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.NEW,
+            cb=collect,
+        )
+        try:
+            t0 = datetime.now(UTC)
+            for document in documents:
+                await self.admin.load(document)
+            return await self._steps(scenario.get("steps", []), t0, uuid.uuid4(), published)
+        finally:
+            await sub.unsubscribe()
+            await self._delete(ids)
+
+    async def _steps(
+        self,
+        steps: list[dict[str, Any]],
+        t0: datetime,
+        namespace: UUID,
+        published: list[dict[str, Any]],
+    ) -> list[StepFailure]:
+        import grpc
+
+        failures: list[StepFailure] = []
+        for number, step in enumerate(steps):
+            if "event" in step:
+                event = scenario_event(step["event"], datetime.now(UTC), t0, namespace)
+                subject = event_subject(self.settings, str(event.get("event", "")))
+                await self.js.publish(subject, orjson.dumps(event))
+            elif "raw" in step:
+                await self.js.publish(
+                    f"{self.settings.events_subject_prefix}.raw", step["raw"].encode()
+                )
+            elif "advance" in step:
+                await asyncio.sleep(float(step["advance"]))
+            elif "expect" in step:
+                actual = await self._settle(step["expect"], published, namespace)
+                published.clear()
+                if not expectations_met(step["expect"], actual, namespace):
+                    failures.append(StepFailure(number, step["expect"], actual))
+            elif "load" in step:
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    await self.admin.load(_with_label_ids(step["load"]))
+            elif "forget" in step:
+                await self._delete({label_uuid(str(step["forget"]))})
+            elif "reset" in step:
+                # the admin API's reset deletes trigger state; Prefect's reset() only unloads
+                # automations until the next reconcile, which a running service never needs
+                await self.admin.reset_state(None)
+            else:
+                raise ScenarioError(f"step {number} has no known kind: {sorted(step)}")
+        return failures
+
+    async def _settle(
+        self, expected: list[dict[str, Any]], published: list[dict[str, Any]], namespace: UUID
+    ) -> list[dict[str, Any]]:
+        """Wait until the consumer has nothing pending or unacknowledged, then, while the
+        expectation is not met (proactive firings come on the service's timer), up to the
+        settle timeout for more actions."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settle_timeout_s
+        while loop.time() < deadline:
+            info = await self.js.consumer_info(
+                self.settings.events_stream, self.settings.consumer_name
+            )
+            if info.num_pending == 0 and info.num_ack_pending == 0:
+                break
+            await asyncio.sleep(0.02)
+        while loop.time() < deadline and not expectations_met(
+            expected, list(published), namespace
+        ):
+            if len(published) > len(expected):
+                break
+            await asyncio.sleep(0.05)
+        return list(published)
+
+    async def _delete(self, ids: Iterable[str]) -> None:
+        import grpc
+
+        for automation_id in ids:
+            try:
+                await self.admin.delete(automation_id)
+            except grpc.aio.AioRpcError as error:
+                if error.code() != grpc.StatusCode.NOT_FOUND:
+                    raise
+
+
+def _with_label_ids(document: dict[str, Any]) -> dict[str, Any]:
+    document = dict(document)
+    if "id" in document:
+        document["id"] = label_uuid(str(document["id"]))
+    return document
+
+
+async def run_files_live(settings: Settings, paths: Iterable[str], *, quiet: bool = False) -> int:
+    """The live counterpart of run_files: scenarios marked `"live": false` are skipped."""
+    files = expand(paths)
+    failed = skipped = 0
+    async with LiveRunner(settings) as runner:
+        for path in files:
+            result = await runner.run_file(path)
+            if result is None:
+                skipped += 1
+                if not quiet:
+                    print(f"SKIP {path} (not live)")
+                continue
+            if result.passed:
+                if not quiet:
+                    print(f"PASS {result.name}")
+                continue
+            failed += 1
+            print(f"FAIL {result.name} ({result.path})")
+            if result.error:
+                print(f"  {result.error}")
+            for failure in result.failures:
+                print(failure.describe())
+    print(f"{len(files) - failed - skipped} passed, {failed} failed, {skipped} skipped")
     return 1 if failed else 0

@@ -37,7 +37,11 @@ def test_run_prints_where_servers_listen_and_stops_them_on_a_signal(stop_signal,
     process = subprocess.Popen(
         [sys.executable, "-m", "svc", "run"],
         # A clean environment: no NATS_URL/REDIS_URL, so both servers are embedded.
-        env={"PATH": "/usr/bin:/bin", "TRIGGERS_DATA_DIR": str(tmp_path)},
+        env={
+            "PATH": "/usr/bin:/bin",
+            "TRIGGERS_DATA_DIR": str(tmp_path),
+            "TRIGGERS_GRPC_ADDRESS": "127.0.0.1:0",
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -48,7 +52,9 @@ def test_run_prints_where_servers_listen_and_stops_them_on_a_signal(stop_signal,
         redis_line = process.stdout.readline()
         assert nats_line.startswith("NATS  nats://127.0.0.1:"), nats_line
         assert redis_line.startswith("Redis redis://127.0.0.1:"), redis_line
-        assert "later change" in process.stdout.readline()
+        admin_line = process.stdout.readline()
+        assert admin_line.startswith("Admin API (gRPC) 127.0.0.1:"), admin_line
+        assert "service is running" in process.stdout.readline()
         pids = [int(line.split("pid ")[1].split(",")[0]) for line in (nats_line, redis_line)]
         assert all(process_alive(pid) for pid in pids)
 

@@ -16,6 +16,7 @@ from typing import Protocol
 from uuid import UUID, uuid5
 
 import orjson
+from opentelemetry import propagate, trace
 
 from svc.domain.automations import (
     Automation,
@@ -31,7 +32,7 @@ from svc.domain.firings import Act, Firing, act, from_micros, to_micros
 from svc.domain.index import TriggerIndex
 from svc.engine.clock import Clock
 from svc.state.keys import CompositeKeys, TriggerKeys
-from svc.state.store import Call, RedisState, ScriptCall
+from svc.state.store import BucketRecord, Call, Command, RedisState, ScriptCall
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +51,19 @@ LOG_EVENT = "prefect.log.write"
 PROACTIVE_PAGE = 500
 # Lost followers taken per periodic round.
 LOST_FOLLOWERS_PAGE = 1000
+# How long a composite remembers the child firings it applied, so a child firing drained
+# again from an outbox is applied once: drains come at the next periodic evaluation (before
+# this trim runs), so this is a safety margin far beyond it, not a behavioural horizon.
+APPLIED_CHILD_FIRINGS_RETENTION = timedelta(hours=6)
 
 EMPTY_KEY = b"[]"
+
+
+def parse_generation(record: str) -> tuple[str, list[UUID]]:
+    """An automation's generation record, `<generation>|<trigger id>,<trigger id>,...`, as
+    written by Engine.load: the generation and every trigger id of its tree."""
+    generation, _, ids = record.partition("|")
+    return generation, [UUID(i) for i in filter(None, ids.split(","))]
 
 
 class Outcome(StrEnum):
@@ -120,6 +132,7 @@ class Engine:
         clock: Clock,
         source: AutomationSource | None = None,
         settings: EngineSettings = EngineSettings(),
+        tracer: trace.Tracer | None = None,
     ):
         self.state = state
         self.publisher = publisher
@@ -133,6 +146,9 @@ class Engine:
         self._reconciled = False
         self.decisions: list[Decision] = []
         self.record_decisions = False
+        self.tracer = tracer or trace.get_tracer("svc.engine")
+        # the evaluation span of each event in flight, so its firings are traced under it
+        self._spans: dict[UUID, trace.Span] = {}
 
     def _now_us(self) -> tuple[datetime, int]:
         now = self.clock.now()
@@ -183,12 +199,35 @@ class Engine:
             await self._delete_generation(previous.decode())
 
     async def _delete_generation(self, record: str) -> None:
-        generation, _, ids = record.partition("|")
+        generation, trigger_ids = parse_generation(record)
         groups: list[TriggerKeys | CompositeKeys] = []
-        for trigger_id in filter(None, ids.split(",")):
-            groups.append(self.state.keys.trigger(UUID(trigger_id), generation))
-            groups.append(self.state.keys.composite(UUID(trigger_id), generation))
+        for trigger_id in trigger_ids:
+            groups.append(self.state.keys.trigger(trigger_id, generation))
+            groups.append(self.state.keys.composite(trigger_id, generation))
         await self.state.delete_state(groups)
+
+    async def reset_state(self, automation_id: UUID | None = None) -> None:
+        """Delete the trigger state (buckets, held events, child firings, outboxes already
+        drained) of one loaded automation, or of all of them and the events clock; the
+        automations stay loaded and start over."""
+        chosen = (
+            list(self.automations.values())
+            if automation_id is None
+            else [self.automations[automation_id]]
+        )
+        groups: list[TriggerKeys | CompositeKeys] = []
+        for loaded in chosen:
+            groups += loaded.event_keys.values()
+            groups += loaded.composite_keys.values()
+            for trigger_id in loaded.event_keys:
+                self.next_proactive_runs.pop(trigger_id, None)
+        await self.state.delete_state(groups)
+        if automation_id is None:
+            await self.state.reset_clock()
+
+    async def buckets(self, automation_id: UUID, trigger_id: UUID) -> list[BucketRecord]:
+        """The current buckets of one loaded EventTrigger (KeyError when not loaded)."""
+        return await self.state.buckets(self.automations[automation_id].event_keys[trigger_id])
 
     async def reset(self) -> None:
         """Prefect's reset(): the events clock and the loaded automations are cleared; they
@@ -218,9 +257,41 @@ class Engine:
         (result,) = await self.handle_batch([body])
         return result
 
-    async def handle_batch(self, bodies: Sequence[bytes]) -> list[IntakeResult]:
+    async def handle_batch(
+        self,
+        bodies: Sequence[bytes],
+        carriers: Sequence[dict[str, str] | None] | None = None,
+    ) -> list[IntakeResult]:
         """Intake of one fetched batch, in order: bad input is reported for dead-lettering,
-        log events and duplicates are dropped, the rest are evaluated (SEMANTICS 5.1)."""
+        log events and duplicates are dropped, the rest are evaluated (SEMANTICS 5.1).
+
+        `carriers` are the messages' headers: each event's evaluation span continues the
+        trace they carry (W3C trace context)."""
+        spans = [
+            self.tracer.start_span(
+                "evaluate event",
+                context=propagate.extract(carriers[i]) if carriers and carriers[i] else None,
+            )
+            for i in range(len(bodies))
+        ]
+        try:
+            results = await self._intake(bodies, spans)
+        except BaseException as exc:
+            for span in spans:
+                span.record_exception(exc)
+                span.set_status(trace.StatusCode.ERROR, str(exc))
+                span.end()
+            raise
+        for span, result in zip(spans, results, strict=True):
+            span.set_attribute("intake.outcome", str(result.outcome))
+            if result.reason:
+                span.set_attribute("intake.reason", result.reason)
+            span.end()
+        return results
+
+    async def _intake(
+        self, bodies: Sequence[bytes], spans: Sequence[trace.Span]
+    ) -> list[IntakeResult]:
         now, now_us = self._now_us()
         results: list[IntakeResult | None] = [None] * len(bodies)
         decoded: list[tuple[int, ReceivedEvent]] = []
@@ -245,7 +316,14 @@ class Engine:
                 continue
             ids.add(event.id)
             fresh.append((position, event))
-        parked = await self.reactive_evaluation([e for _, e in fresh])
+        for position, event in decoded:
+            spans[position].set_attributes({"event.id": str(event.id), "event.name": event.event})
+        self._spans.update((event.id, spans[position]) for position, event in fresh)
+        try:
+            parked = await self.reactive_evaluation([e for _, e in fresh])
+        finally:
+            for _, event in fresh:
+                self._spans.pop(event.id, None)
         for position, event in fresh:
             outcome = Outcome.parked if event.id in parked else Outcome.evaluated
             results[position] = IntakeResult(outcome, event)
@@ -315,8 +393,14 @@ class Engine:
         results = await self.state.call_many(calls)
         parked = {e.id for e, r in zip(parking, results[1:], strict=False) if r == b"parked"}
         leaders = {e.id for e, r in zip(events, results[1 + len(parking) :], strict=True) if r}
-        # followers of a parked leader of this batch park too (checked by the script)
-        late = [e for e in after_leader if e.follows in parked]
+        # followers of a parked leader of this batch park too, and so, transitively, do
+        # their own followers further on in the batch (the script checks each leader)
+        late: list[ReceivedEvent] = []
+        waiting = set(parked)
+        for event in after_leader:
+            if event.follows in waiting:
+                late.append(event)
+                waiting.add(event.id)
         if late:
             answers = await self.state.call_many(
                 [self._park(e, bodies, now_us, horizon) for e in late]
@@ -353,10 +437,13 @@ class Engine:
         if not events:
             return
         calls: list[Call] = []
-        plan: list[tuple[ReceivedEvent, list[EventTrigger]]] = []
+        # each trigger's automation as loaded now: an admin change may forget it while the
+        # scripts run, and what they decided must still be dispatched
+        plan: list[tuple[ReceivedEvent, list[tuple[EventTrigger, LoadedAutomation]]]] = []
         for event in events:
             triggers: list[EventTrigger] = self.index.interested(event)
-            plan.append((event, triggers))
+            plan.append((event, [(t, self._owners[t.id]) for t in triggers]))  # type: ignore[index]
+            self._trace_not_covered(event, triggers)
             occurred_us = to_micros(event.occurred)
             calls += [
                 self._reactive_call(t, event, bodies[event.id], occurred_us, now_us)
@@ -366,19 +453,48 @@ class Engine:
         results = iter(await self.state.call_many(calls))
         drained: list[Call] = []
         released: list[bytes] = []
-        for _event, triggers in plan:
-            for trigger in triggers:
-                result = next(results)
-                loaded = self._owners[trigger.id]  # type: ignore[index]
-                if self.record_decisions:
-                    self.decisions.append(
-                        Decision(loaded.automation.id, trigger.id, result[0].decode())  # type: ignore[arg-type]
-                    )
-                for record in result[1:]:
-                    drained += await self._dispatch(loaded, trigger, record)
-            released += next(results)
-        await self.state.call_many(drained)
+        try:
+            for event, owned in plan:
+                span = self._spans.get(event.id) or trace.INVALID_SPAN
+                for trigger, loaded in owned:
+                    result = next(results)
+                    self._decided(span, loaded, trigger, result[0].decode())
+                    # what the firing causes is traced under the event that caused it, and
+                    # the publisher carries that trace context on to the action messages
+                    with trace.use_span(span, end_on_exit=False):
+                        for record in result[1:]:
+                            drained += await self._dispatch(loaded, trigger, record)
+                released += next(results)
+        finally:
+            # what was published leaves its outbox even when a later firing fails to
+            # publish, so the periodic drain does not publish it a second time
+            await self.state.call_many(drained)
         await self._release_followers(released, depth)
+
+    def _trace_not_covered(self, event: ReceivedEvent, interested: list[EventTrigger]) -> None:
+        span = self._spans.get(event.id)
+        if span is None or not span.is_recording():
+            return
+        chosen = {t.id for t in interested}
+        for candidate in self.index.candidates(event.event):
+            if candidate.id not in chosen:
+                loaded = self._owners[candidate.id]
+                self._decided(span, loaded, candidate, "not_covered")
+
+    def _decided(
+        self, span: trace.Span, loaded: LoadedAutomation, trigger: EventTrigger, steps: str
+    ) -> None:
+        if span.is_recording():
+            span.add_event(
+                "trigger decision",
+                {
+                    "automation.id": str(loaded.automation.id),
+                    "trigger.id": str(trigger.id),
+                    "decision": steps,
+                },
+            )
+        if self.record_decisions:
+            self.decisions.append(Decision(loaded.automation.id, trigger.id, steps))  # type: ignore[arg-type]
 
     def _reactive_call(
         self, trigger: EventTrigger, event: ReceivedEvent, body: bytes, occurred_us: int,
@@ -500,7 +616,14 @@ class Engine:
         result = await self.state.call(self.state.scripts.composite, keys.as_list(), args)
         if result[0] != b"fired":
             return []
-        fired = orjson.loads(result[1])
+        return await self._dispatch_composite(loaded, parent, result[1])
+
+    async def _dispatch_composite(
+        self, loaded: LoadedAutomation, parent: CompoundTrigger | SequenceTrigger, raw: bytes
+    ) -> list[Call]:
+        """Fire a composite's outbox record; return the commands that drain it (and what it
+        caused) from their outboxes, to send once it is out."""
+        fired = orjson.loads(raw)
         children = fired["children"]
         completing = next(c for c in children if c["id"] == fired["completing"])
         parent_firing = Firing(
@@ -512,12 +635,24 @@ class Engine:
             triggering_event=completing["firing"]["triggering_event"],
         )
         drained = await self.fire(loaded, parent_firing)
-        return [*drained, self.state.forget_firing(keys.outbox, fired["id"])]
+        outbox = loaded.composite_keys[parent.id].outbox  # type: ignore[index]
+        return [*drained, self.state.forget_firing(outbox, fired["id"])]
 
     async def act(self, loaded: LoadedAutomation, firing: Firing) -> None:
         """SEMANTICS 7.3: publish the state-change event, then one triggered action each."""
         out = act(loaded.automation, firing, received=self.clock.now())
-        await self.publisher.publish(loaded.automation, out)
+        attributes = {
+            "automation.id": str(loaded.automation.id),
+            "firing.id": str(firing.id),
+            "trigger.id": str(firing.trigger.id),
+            "actions": len(out.actions),
+        }
+        published = {"messages": len(out.events) + len(out.actions)}
+        with (
+            self.tracer.start_as_current_span("act", attributes=attributes),
+            self.tracer.start_as_current_span("publish", attributes=published),
+        ):
+            await self.publisher.publish(loaded.automation, out)
 
     # ------------------------------------------------------------------ proactive (8)
 
@@ -525,30 +660,40 @@ class Engine:
         """Evaluate every proactive trigger whose next run is due (one round trip per page)."""
         now_us = to_micros(self.clock.now())
         as_of_us = now_us + await self.state.clock_offset(now_us)
+        attributes = {"as_of": from_micros(as_of_us).isoformat()}
+        with self.tracer.start_as_current_span("proactive evaluation", attributes=attributes):
+            await self._evaluate_proactive(now_us, as_of_us)
+
+    async def _evaluate_proactive(self, now_us: int, as_of_us: int) -> None:
+        # each trigger with its automation as loaded now: an admin change may forget it
+        # while the scripts run, and what they decided must still be dispatched
         due = [
-            trigger
+            (trigger, loaded)
             for loaded in self.automations.values()
             for trigger in loaded.automation.event_triggers()
             if trigger.posture == Posture.Proactive
             and self.next_proactive_runs.get(trigger.id, now_us) <= now_us  # type: ignore[arg-type]
         ]
         while due:
-            calls = [self._proactive_call(trigger, as_of_us, now_us) for trigger in due]
+            calls = [self._proactive_call(t, loaded, as_of_us, now_us) for t, loaded in due]
             results = await self.state.call_many(calls)
             again = []
             drained: list[Call] = []
-            for trigger, result in zip(due, results, strict=True):
-                loaded = self._owners[trigger.id]  # type: ignore[index]
-                self.next_proactive_runs[trigger.id] = int(result[0])  # type: ignore[index]
-                for record in result[2:]:
-                    drained += await self._dispatch(loaded, trigger, record)
-                if result[1] == b"1":
-                    again.append(trigger)
-            await self.state.call_many(drained)
+            try:
+                for (trigger, loaded), result in zip(due, results, strict=True):
+                    self.next_proactive_runs[trigger.id] = int(result[0])  # type: ignore[index]
+                    for record in result[2:]:
+                        drained += await self._dispatch(loaded, trigger, record)
+                    # more due buckets: evaluated on, unless the automation was forgotten
+                    if result[1] == b"1" and self._owners.get(trigger.id) is loaded:  # type: ignore[arg-type]
+                        again.append((trigger, loaded))
+            finally:
+                await self.state.call_many(drained)  # what was published, even on failure
             due = again
 
-    def _proactive_call(self, trigger: EventTrigger, as_of_us: int, now_us: int) -> ScriptCall:
-        loaded = self._owners[trigger.id]  # type: ignore[index]
+    def _proactive_call(
+        self, trigger: EventTrigger, loaded: LoadedAutomation, as_of_us: int, now_us: int
+    ) -> ScriptCall:
         flags = "".join(
             "1" if flag else "0"
             for flag in (bool(trigger.after), trigger.holds_events, not trigger.for_each)
@@ -569,7 +714,8 @@ class Engine:
     # ------------------------------------------------------------------ periodic (9)
 
     async def periodic_evaluation(self) -> None:
-        """Held-event sweep, reconcile, lost followers, bucket sweep (SEMANTICS 9)."""
+        """Held-event sweep, reconcile, lost followers, bucket sweep (SEMANTICS 9); then the
+        outboxes a crash left behind are drained and old applied child firings trimmed."""
         now_us = to_micros(self.clock.now())
         as_of_us = now_us + await self.state.clock_offset(now_us)
         await self._sweep(held_retention_us=micros(HELD_EXPECT_EVENTS_RETENTION), now_us=now_us)
@@ -579,6 +725,19 @@ class Engine:
         await self._sweep(bucket_cutoff_us=cutoff, seen_retention_us=micros(SEEN_HORIZON),
                           now_us=now_us)
         await self._drain_outboxes()
+        await self._trim_applied(now_us - micros(APPLIED_CHILD_FIRINGS_RETENTION))
+
+    async def _trim_applied(self, cutoff_us: int) -> None:
+        """Forget the child firings composites applied before the cutoff, for every
+        automation with state (loaded or not), after the outboxes were drained."""
+        groups = [
+            keys for loaded in self.automations.values() for keys in loaded.composite_keys.values()
+        ]
+        for generation, trigger_ids in await self._unloaded_state():
+            groups += [self.state.keys.composite(i, generation) for i in trigger_ids]
+        await self.state.call_many(
+            [Command(("ZREMRANGEBYSCORE", k.applied, "-inf", f"({cutoff_us}")) for k in groups]
+        )
 
     async def _sweep(
         self,
@@ -593,13 +752,38 @@ class Engine:
             "" if held_retention_us is None else held_retention_us,
             "" if seen_retention_us is None else seen_retention_us,
         ]
-        calls = [
-            ScriptCall(self.state.scripts.sweep, keys.as_list(), args)
+        keys = await self._stored_trigger_keys(holding_only=held_retention_us is not None)
+        calls = [ScriptCall(self.state.scripts.sweep, k.as_list(), args) for k in keys]
+        await self.state.call_many(calls)
+
+    async def _stored_trigger_keys(self, holding_only: bool) -> list[TriggerKeys]:
+        """The keys of every trigger with state in Redis, its automation loaded or not.
+
+        Prefect's sweeps delete every expired bucket and held event, so a disabled
+        automation's expired state is gone when it is enabled again (SEMANTICS 9, 12), and
+        does not outlive the sweep meanwhile. Loaded automations sweep only their event
+        triggers (only those holding events, for the held-event sweep); for the others the
+        generation record lists every trigger id, composites' included, whose state has no
+        keys of this shape, so sweeping them changes nothing."""
+        found = [
+            keys
             for loaded in self.automations.values()
             for trigger_id, keys in loaded.event_keys.items()
-            if held_retention_us is None or loaded.automation.trigger_by_id(trigger_id).holds_events  # type: ignore[union-attr]
+            if not holding_only
+            or loaded.automation.trigger_by_id(trigger_id).holds_events  # type: ignore[union-attr]
         ]
-        await self.state.call_many(calls)
+        for generation, trigger_ids in await self._unloaded_state():
+            found += [self.state.keys.trigger(i, generation) for i in trigger_ids]
+        return found
+
+    async def _unloaded_state(self) -> list[tuple[str, list[UUID]]]:
+        """(generation, every trigger id) of each automation with state that is not loaded
+        here (disabled, or not yet loaded by this replica)."""
+        unloaded = []
+        for automation_id, record in (await self.state.generations()).items():
+            if UUID(automation_id.decode()) not in self.automations:
+                unloaded.append(parse_generation(record.decode()))
+        return unloaded
 
     async def _evaluate_lost_followers(self, now_us: int) -> None:
         cutoff = now_us - micros(PRECEDING_EVENT_LOOKBACK)
@@ -611,13 +795,32 @@ class Engine:
             await self.reactive_evaluation([event])
 
     async def _drain_outboxes(self) -> None:
-        """Publish what a crashed replica decided but did not publish (DESIGN, delivery)."""
+        """Publish what a crashed replica decided but did not publish (DESIGN, delivery).
+
+        Event triggers' outboxes first, then composites' own, innermost first: a drained
+        child firing reaches a parent that may have applied it already (the composite script
+        is idempotent by firing id), and a parent that fired but was not published is
+        published from its own outbox."""
         for loaded in list(self.automations.values()):
-            outboxes = list(loaded.event_keys.values())
-            records = await self.state.pending_firings([k.outbox for k in outboxes])
-            for (trigger_id, _), pending in zip(loaded.event_keys.items(), records, strict=True):
-                trigger = loaded.automation.trigger_by_id(trigger_id)
-                drained: list[Call] = []
-                for raw in pending:
-                    drained += await self._dispatch(loaded, trigger, raw)  # type: ignore[arg-type]
-                await self.state.call_many(drained)
+            triggers = [
+                loaded.automation.trigger_by_id(trigger_id) for trigger_id in loaded.event_keys
+            ]
+            composites = [
+                t
+                for t in reversed(loaded.automation.all_triggers())
+                if isinstance(t, CompoundTrigger | SequenceTrigger)
+            ]
+            outboxes = [k.outbox for k in loaded.event_keys.values()] + [
+                loaded.composite_keys[c.id].outbox for c in composites  # type: ignore[index]
+            ]
+            records = await self.state.pending_firings(outboxes)
+            drained: list[Call] = []
+            try:
+                for trigger, pending in zip(triggers, records[: len(triggers)], strict=True):
+                    for raw in pending:
+                        drained += await self._dispatch(loaded, trigger, raw)  # type: ignore[arg-type]
+                for composite, pending in zip(composites, records[len(triggers) :], strict=True):
+                    for raw in pending:
+                        drained += await self._dispatch_composite(loaded, composite, raw)
+            finally:
+                await self.state.call_many(drained)  # what was published, even on failure

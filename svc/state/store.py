@@ -7,14 +7,16 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import orjson
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
 
 from svc.state.keys import CompositeKeys, Keys, TriggerKeys
 from svc.state.scripts import Script, Scripts
 
-# Safety net on seen marks: the engine's clock decides when a mark stops counting (30 min);
-# this real-time TTL only bounds memory, well beyond that horizon.
+# Safety net on seen marks and on a leader's follower set: the engine's clock decides when a
+# mark stops counting (30 min) and when followers stop waiting (15 min); this real-time TTL
+# only bounds memory, well beyond those horizons.
 SEEN_MARK_TTL_MS = 6 * 3600 * 1000
 
 
@@ -35,6 +37,30 @@ class Command:
 
 
 Call = ScriptCall | Command
+
+
+@dataclass(frozen=True)
+class BucketRecord:
+    """A bucket as bucket_machine.lua encodes it: `start|end|count|lx|la|lo|op|last event`."""
+
+    key: tuple[str, ...]
+    start_us: int
+    end_us: int
+    count: int
+    last_operation: str
+    last_event: dict[str, Any] | None
+
+    @classmethod
+    def decode(cls, key: bytes, value: bytes) -> BucketRecord:
+        start, end, count, _lx, _la, _lo, operation, last_event = value.split(b"|", 7)
+        return cls(
+            key=tuple(orjson.loads(key)),
+            start_us=int(start),
+            end_us=int(end),
+            count=int(count),
+            last_operation=operation.decode(),
+            last_event=orjson.loads(last_event) if last_event else None,
+        )
 
 
 class RedisState:
@@ -110,7 +136,7 @@ class RedisState:
             self.keys.seen(leader), self.keys.followers(leader), self.keys.parked_events,
             self.keys.waitlist,
         ]
-        args = [str(follower), body, received_us, now_us, horizon_us]
+        args = [str(follower), body, received_us, now_us, horizon_us, SEEN_MARK_TTL_MS]
         return ScriptCall(self.scripts.park, keys, args)
 
     def has_followers(self, event_id: UUID) -> Command:
@@ -156,12 +182,24 @@ class RedisState:
     async def generation(self, automation_id: UUID) -> bytes | None:
         return await self.client.hget(self.keys.generations, str(automation_id))
 
+    async def generations(self) -> dict[bytes, bytes]:
+        """Every automation with state: automation id -> its generation record."""
+        return await self.client.hgetall(self.keys.generations)
+
     async def forget_generation(self, automation_id: UUID) -> bytes | None:
         pipe = self.client.pipeline(transaction=False)
         pipe.hget(self.keys.generations, str(automation_id))
         pipe.hdel(self.keys.generations, str(automation_id))
         previous, _ = await pipe.execute()
         return previous
+
+    async def buckets(self, keys: TriggerKeys) -> list[BucketRecord]:
+        """Every bucket of one trigger, as stored (for debugging and explain)."""
+        raw = await self.client.hgetall(keys.buckets)
+        return sorted(
+            (BucketRecord.decode(key, value) for key, value in raw.items()),
+            key=lambda b: (b.start_us, b.key),
+        )
 
     async def delete_state(self, groups: Sequence[TriggerKeys | CompositeKeys]) -> None:
         """Delete triggers' state; each group shares one hash tag, so one DEL per group."""

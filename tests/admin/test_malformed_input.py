@@ -80,6 +80,7 @@ async def assert_judged_like_the_domain(
 
 @given(doc=malformed_documents)
 @example(doc=[])
+@example(doc={"trigger": None})
 @example(doc={"trigger": {"type": ["event"]}})
 @example(doc=document(SIMPLE, trigger={"type": "compound", "triggers": "x", "require": 1}))
 @example(doc=document(SIMPLE, trigger={**SIMPLE["trigger"], "threshold": 2**64 - 1}))
@@ -87,7 +88,8 @@ async def assert_judged_like_the_domain(
 @wire_settings
 async def test_malformed_json_documents_are_invalid_argument(admin: Admin, doc: Any) -> None:
     request = pb.CreateAutomationRequest(json=orjson.dumps(doc).decode())
-    threshold = doc.get("trigger", {}).get("threshold") if isinstance(doc, dict) else None
+    trigger = doc.get("trigger") if isinstance(doc, dict) else None
+    threshold = trigger.get("threshold") if isinstance(trigger, dict) else None
     fits_int64 = not isinstance(threshold, int) or -(2**63) <= threshold < 2**63
     accepted = accepted_by_domain(doc) and fits_int64
     await assert_judged_like_the_domain(admin, request, accepted)

@@ -19,7 +19,8 @@
     ARGV[10] seed of deterministic firing ids (composite id and state generation)
 
   Output: { decision, firing record? }
-    decision: 'duplicate' (already applied), 'stored' (not ready), 'fired'
+    decision: 'duplicate' (already applied), 'expired' (older than `within` before another
+    child's stored firing: not stored, nothing changed), 'stored' (not ready), 'fired'
     firing record: JSON {id, at, triggered, children: [child records in firing order],
                          completing: id of the child firing that completed it}
 ]]
@@ -35,13 +36,29 @@ if redis.call('ZSCORE', applied, firing_id) then
 end
 redis.call('ZADD', applied, ARGV[9], firing_id)
 
--- stored firings older than `within` before this one expire (strictly older)
+-- stored firings strictly older than `within` before the newest one expire. Prefect measures
+-- from this firing, always its newest (wall clock); on event times a firing can be processed
+-- after one that occurred later, so the horizon is measured from the newest firing, and a
+-- firing already too old for it expires at once, leaving the stored ones as they are:
+-- children that occurred further apart than `within` never fire the composite, whatever
+-- order they are processed in (Decision 1)
 if ARGV[5] ~= '' then
-  local horizon = at - tonumber(ARGV[5])
-  for _, stored in ipairs(redis.call('HVALS', children)) do
-    local decoded = cjson.decode(stored)
-    if tonumber(decoded.at) < horizon then
-      redis.call('HDEL', children, decoded.trigger_id)
+  local times, newest = {}, at
+  local entries = redis.call('HGETALL', children)
+  for i = 1, #entries, 2 do
+    if entries[i] ~= child_id then
+      local t = tonumber(cjson.decode(entries[i + 1]).at)
+      times[entries[i]] = t
+      newest = math.max(newest, t)
+    end
+  end
+  local horizon = newest - tonumber(ARGV[5])
+  if at < horizon then
+    return { 'expired' }
+  end
+  for id, t in pairs(times) do
+    if t < horizon then
+      redis.call('HDEL', children, id)
     end
   end
 end

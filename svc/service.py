@@ -1,0 +1,214 @@
+"""The service: wires NATS, Redis, the engine, the admin API and telemetry together.
+
+Thin on purpose, like Prefect's `services/triggers.py`: the behaviour lives in svc/engine,
+the wire code in svc/bus and svc/admin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from uuid import UUID
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from redis.asyncio import Redis
+
+from svc.admin.backend import BucketView
+from svc.admin.server import start_admin_server
+from svc.bus.automations import AutomationStore
+from svc.bus.consumer import EventConsumer, EventMessage
+from svc.bus.publisher import JetStreamPublisher
+from svc.bus.streams import ensure_streams
+from svc.config import Settings
+from svc.domain.automations import Automation
+from svc.domain.firings import from_micros
+from svc.domain.lint import lint_automation
+from svc.engine import Clock, Engine, EngineSettings, Outcome, SystemClock
+from svc.state.keys import Keys
+from svc.state.store import RedisState
+from svc.telemetry import Instruments
+
+logger = logging.getLogger(__name__)
+
+
+class AutomationNotLoaded(LookupError):
+    """The admin API asked about an automation this replica has not loaded."""
+
+
+@dataclass
+class ServiceBackend:
+    """What the admin API needs from the service: the KV store for definitions (every
+    replica follows it) and this replica's engine for state."""
+
+    store: AutomationStore
+    engine: Engine
+    lock: asyncio.Lock
+
+    async def put(self, automation: Automation) -> None:
+        await self.store.put(automation)
+        # apply it here at once, so a call right after this one sees it; the watcher
+        # applies the same change again, which is harmless (an unchanged tree keeps state)
+        async with self.lock:
+            await self.engine.load(automation)
+
+    async def get(self, automation_id: UUID) -> Automation | None:
+        return await self.store.get(automation_id)
+
+    async def list(self) -> list[Automation]:
+        return await self.store.list()
+
+    async def delete(self, automation_id: UUID) -> bool:
+        existed = await self.store.delete(automation_id)
+        async with self.lock:
+            await self.engine.delete(automation_id)
+        return existed
+
+    async def reset_state(self, automation_id: UUID | None) -> None:
+        async with self.lock:
+            if automation_id is not None and automation_id not in self.engine.automations:
+                raise AutomationNotLoaded(f"automation {automation_id} is not loaded")
+            await self.engine.reset_state(automation_id)
+
+    async def trigger_buckets(self, automation_id: UUID, trigger_id: UUID) -> list[BucketView]:
+        loaded = self.engine.automations.get(automation_id)
+        if loaded is None or trigger_id not in loaded.event_keys:
+            raise AutomationNotLoaded(
+                f"automation {automation_id} has no loaded event trigger {trigger_id}"
+            )
+        records = await self.engine.buckets(automation_id, trigger_id)
+        return [
+            BucketView(
+                key=r.key,
+                start=from_micros(r.start_us),
+                end=from_micros(r.end_us),
+                count=r.count,
+                last_event_id=None if r.last_event is None else str(r.last_event.get("id")),
+                last_event_name=None if r.last_event is None else r.last_event.get("event"),
+                last_operation=r.last_operation,
+            )
+            for r in records
+        ]
+
+    def lint(self, automation: Automation) -> list[str]:
+        return lint_automation(automation)
+
+
+@dataclass
+class Service:
+    """One replica of the triggers service."""
+
+    settings: Settings
+    clock: Clock = field(default_factory=SystemClock)
+    instruments: Instruments | None = None
+
+    nc: NATS | None = None
+    js: JetStreamContext | None = None
+    redis: Redis | None = None
+    engine: Engine | None = None
+    consumer: EventConsumer | None = None
+    admin_address: str | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _grpc: object | None = None
+    _health: object | None = None
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _loaded: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> None:
+        settings = self.settings
+        if settings.nats_url is None or settings.redis_url is None:
+            raise ValueError("the service needs NATS_URL and REDIS_URL (svc run embeds both)")
+        self.nc = await nats.connect(settings.nats_url, name="triggers")
+        self.js = self.nc.jetstream()
+        await ensure_streams(self.js, settings)
+        self.redis = Redis.from_url(settings.redis_url)
+        state = RedisState(self.redis, Keys(settings.key_prefix))
+        await state.start()
+        store = AutomationStore(self.js, settings)
+        publisher = JetStreamPublisher(self.js, settings)
+        engine_settings = EngineSettings(
+            expired_bucket_buffer=timedelta(seconds=settings.expired_bucket_buffer_s)
+        )
+        self.engine = Engine(
+            state, publisher, self.clock, source=store.list, settings=engine_settings
+        )
+        self.consumer = EventConsumer(self.js, settings, self._handle)
+        if self.instruments is not None:
+            self.instruments.observe_lag(lambda: self.consumer.num_pending if self.consumer else 0)
+        backend = ServiceBackend(store, self.engine, self._lock)
+        self._grpc, self._health, self.admin_address = await start_admin_server(
+            backend, settings.grpc_address
+        )
+        self._tasks.append(asyncio.create_task(self._watch(store), name="automation watcher"))
+        # the watcher loads every stored automation first; evaluation waits for that
+        await self._loaded.wait()
+        self._tasks.append(asyncio.create_task(self._periodic(), name="periodic evaluation"))
+        self._tasks.append(asyncio.create_task(self.consumer.run(), name="event consumer"))
+        logger.info("triggers service started; admin API on %s", self.admin_address)
+
+    async def _watch(self, store: AutomationStore) -> None:
+        """Every replica follows the KV bucket: load on put, forget on delete (SEMANTICS 12)."""
+        async for change in store.watch():
+            if change is None:  # the end of the initial values
+                self._loaded.set()
+                continue
+            try:
+                async with self._lock:
+                    if change.kind == "put" and change.automation is not None:
+                        await self.engine.load(change.automation)
+                    else:
+                        self.engine.forget(change.automation_id)
+            except Exception:
+                # one bad change must not stop the watcher (Prefect's listener keeps going)
+                logger.exception("could not apply a change to automation %s", change.automation_id)
+
+    async def _handle(self, messages: Sequence[EventMessage]) -> list[str | None]:
+        started = time.perf_counter()
+        async with self._lock:
+            results = await self.engine.handle_batch(
+                [m.body for m in messages], carriers=[m.headers for m in messages]
+            )
+        if self.instruments is not None:
+            self.instruments.evaluation_latency_s.record(time.perf_counter() - started)
+            for result in results:
+                self.instruments.events.add(1, {"outcome": str(result.outcome)})
+                if result.outcome == Outcome.dead_letter:
+                    self.instruments.dead_lettered.add(1)
+        return [r.reason if r.outcome == Outcome.dead_letter else None for r in results]
+
+    async def _periodic(self) -> None:
+        """Periodic and proactive evaluation on the timer (SEMANTICS 8, 9); the first run is
+        immediate. Errors are logged and the loop goes on."""
+        while not self._stopping.is_set():
+            try:
+                async with self._lock:
+                    await self.engine.periodic_evaluation()
+                    await self.engine.evaluate_proactive_triggers()
+            except Exception:
+                logger.exception("periodic evaluation failed; trying again next period")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._stopping.wait(), timeout=self.settings.periodic_interval_s
+                )
+
+    async def stop(self) -> None:
+        """Graceful: stop fetching, finish and ack the batch in flight, then close."""
+        self._stopping.set()
+        if self.consumer is not None:
+            await self.consumer.stop()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._grpc is not None:
+            await self._grpc.stop(grace=2.0)
+        if self.nc is not None:
+            await self.nc.drain()
+        if self.redis is not None:
+            await self.redis.aclose()
