@@ -18,6 +18,7 @@ from uuid import UUID
 import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from opentelemetry import trace
 from redis.asyncio import Redis
 
 from svc.admin.backend import BucketView
@@ -107,6 +108,8 @@ class Service:
     settings: Settings
     clock: Clock = field(default_factory=SystemClock)
     instruments: Instruments | None = None
+    # None: the global tracer provider (svc run sets it up from the OTEL_* settings)
+    tracer_provider: trace.TracerProvider | None = None
 
     nc: NATS | None = None
     js: JetStreamContext | None = None
@@ -137,7 +140,12 @@ class Service:
             expired_bucket_buffer=timedelta(seconds=settings.expired_bucket_buffer_s)
         )
         self.engine = Engine(
-            state, publisher, self.clock, source=store.list, settings=engine_settings
+            state,
+            publisher,
+            self.clock,
+            source=store.list,
+            settings=engine_settings,
+            tracer=trace.get_tracer("svc.engine", tracer_provider=self.tracer_provider),
         )
         self.consumer = EventConsumer(self.js, settings, self._handle)
         if self.instruments is not None:
