@@ -99,6 +99,10 @@ async def serve(settings: Settings) -> str:
 
 def _announce(settings: Settings, admin_address: str) -> None:
     env = f"NATS_URL={settings.nats_url} TRIGGERS_GRPC_ADDRESS={admin_address}"
+    # the interpreter of this environment, as the user can type it from here
+    python = Path(sys.executable)
+    with contextlib.suppress(ValueError):
+        python = python.relative_to(Path.cwd())
     automations = sorted(Path("examples").glob("*.json"))
     events = sorted(Path("examples/events").glob("*.json"))
     lines = [
@@ -107,9 +111,9 @@ def _announce(settings: Settings, admin_address: str) -> None:
         "Next, in another terminal:",
         f"  export {env}",
     ]
-    lines += [f"  python -m svc automations load {p}" for p in automations]
-    lines += ["  python -m svc automations list", "  python -m svc actions tail &"]
-    lines += [f"  python -m svc events publish {p}" for p in events]
+    lines += [f"  {python} -m svc automations load {p}" for p in automations]
+    lines += [f"  {python} -m svc automations list", f"  {python} -m svc actions tail &"]
+    lines += [f"  {python} -m svc events publish {p}" for p in events]
     for line in lines:
         print(line, flush=True)
 

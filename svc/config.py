@@ -99,6 +99,19 @@ def _path(env: str, raw: str) -> str:
     return raw
 
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _boolean(env: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise SettingsError(f"{env} must be one of {', '.join(_TRUE + _FALSE)}, got {raw!r}")
+
+
 def setting(default: Any, help: str, parse: Parser, env: str | None = None) -> Any:
     """Declare one setting: its default, its description, how to parse it, and its variable.
 
@@ -226,6 +239,38 @@ class Settings:
         "`host:port` the gRPC admin API listens on.",
         _address,
     )
+    decisions_enabled: bool = setting(
+        True,
+        "Whether every evaluation appends its decisions (automation, trigger, event, decision, "
+        "bucket before and after) to the decisions stream, for `python -m svc why`.",
+        _boolean,
+    )
+    decisions_stream: str = setting(
+        "DECISIONS",
+        "JetStream stream that keeps the decision records (bounded by the two limits below).",
+        _matching(_NATS_NAME, "a stream name of letters, digits, '_' or '-'"),
+    )
+    decisions_subject_prefix: str = setting(
+        "decisions",
+        "Decision records go to `<prefix>.<automation id>`.",
+        _matching(_SUBJECT, "a subject prefix without wildcards or empty tokens"),
+    )
+    decisions_max_age_s: float = setting(
+        86400.0,
+        "Seconds the decisions stream keeps a record before discarding it.",
+        _positive_seconds,
+    )
+    decisions_max_bytes: int = setting(
+        256 * 1024 * 1024,
+        "Most bytes the decisions stream holds; the oldest records are discarded beyond it.",
+        _positive_int,
+    )
+    prometheus_address: str | None = setting(
+        None,
+        "`host:port` on which metrics are served for Prometheus scraping (`/metrics`). Unset: "
+        "not served.",
+        _address,
+    )
     traces_exporter: str = setting(
         "none",
         "Where spans go: `otlp` (configured by the standard OTEL_EXPORTER_OTLP_* variables), "
@@ -244,6 +289,30 @@ class Settings:
         "The `service.name` of spans and metrics.",
         _matching(re.compile(r"\S+"), "a name without whitespace"),
         env="OTEL_SERVICE_NAME",
+    )
+    lease_ttl_ms: int = setting(
+        10000,
+        "Milliseconds the periodic-evaluation lease outlives its holder's last renewal: when "
+        "the holder dies, another replica takes periodic and proactive evaluation over within "
+        "this plus one renew interval.",
+        _positive_int,
+    )
+    lease_renew_interval_ms: int = setting(
+        2000,
+        "Milliseconds between renewals of the periodic-evaluation lease by its holder, and "
+        "between attempts to take it by the other replicas; at most half the lease TTL.",
+        _positive_int,
+    )
+    dependency_check_interval_s: float = setting(
+        1.0,
+        "Seconds between checks that Redis and NATS answer; while either does not, the "
+        "replica stops fetching events and its health reports NOT_SERVING.",
+        _positive_seconds,
+    )
+    dependency_timeout_s: float = setting(
+        5.0,
+        "Seconds a Redis command, or a dependency check, may take before it counts as failed.",
+        _positive_seconds,
     )
 
     @classmethod

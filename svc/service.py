@@ -29,9 +29,9 @@ from svc.bus.publisher import JetStreamPublisher
 from svc.bus.streams import ensure_streams
 from svc.config import Settings
 from svc.domain.automations import Automation
-from svc.domain.firings import from_micros
+from svc.domain.firings import Act, from_micros
 from svc.domain.lint import lint_automation
-from svc.engine import Clock, Engine, EngineSettings, Outcome, SystemClock
+from svc.engine import Clock, Engine, EngineSettings, Outcome, Publisher, SystemClock
 from svc.state.keys import Keys
 from svc.state.store import RedisState
 from svc.telemetry import Instruments
@@ -102,6 +102,19 @@ class ServiceBackend:
 
 
 @dataclass
+class CountingPublisher:
+    """Counts each top-level firing act() published (`triggers.firings`): the engine calls
+    its publisher once per firing acted upon, and only a publish that returned counts."""
+
+    publisher: Publisher
+    instruments: Instruments
+
+    async def publish(self, automation: Automation, out: Act) -> None:
+        await self.publisher.publish(automation, out)
+        self.instruments.firings.add(1)
+
+
+@dataclass
 class Service:
     """One replica of the triggers service."""
 
@@ -135,7 +148,9 @@ class Service:
         state = RedisState(self.redis, Keys(settings.key_prefix))
         await state.start()
         store = AutomationStore(self.js, settings)
-        publisher = JetStreamPublisher(self.js, settings)
+        publisher: Publisher = JetStreamPublisher(self.js, settings)
+        if self.instruments is not None:
+            publisher = CountingPublisher(publisher, self.instruments)
         engine_settings = EngineSettings(
             expired_bucket_buffer=timedelta(seconds=settings.expired_bucket_buffer_s)
         )

@@ -66,6 +66,10 @@ def parse_generation(record: str) -> tuple[str, list[UUID]]:
     return generation, [UUID(i) for i in filter(None, ids.split(","))]
 
 
+def _brief_text(brief: BucketBrief | None) -> str:
+    return "" if brief is None else "|".join(str(part) for part in brief)
+
+
 class Outcome(StrEnum):
     """What intake did with one message."""
 
@@ -113,13 +117,37 @@ class LoadedAutomation:
         return f"{trigger_id}:{self.generation}"
 
 
+BucketBrief = tuple[int, int, int]
+
+
+def brief_bucket(raw: bytes | str | None) -> BucketBrief | None:
+    """A bucket as the scripts report it, `start|end|count` (us, us, events); None for ''."""
+    if not raw:
+        return None
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    start, end, count = text.split("|")
+    return int(start), int(end), int(count)
+
+
 @dataclass
 class Decision:
-    """What one trigger decided for one event (for spans, explain and tests)."""
+    """What one trigger decided for one event, or for a window on the proactive path, or for
+    a child firing of a composite (for spans, decision records, explain and tests)."""
 
     automation_id: UUID
     trigger_id: UUID
     steps: str
+    event_id: UUID | None = None
+    event_name: str | None = None
+    occurred_us: int | None = None
+    key: tuple[str, ...] | None = None
+    # the bucket of `key` before and after (None: there was none / there is none)
+    before: BucketBrief | None = None
+    after: BucketBrief | None = None
+    # 'reactive' (an event), 'proactive' (a window closed), 'composite' (a child firing)
+    path: str = "reactive"
+    # the trigger whose firing reached a composite (path 'composite')
+    child_trigger_id: UUID | None = None
 
 
 class Engine:
@@ -458,11 +486,14 @@ class Engine:
                 span = self._spans.get(event.id) or trace.INVALID_SPAN
                 for trigger, loaded in owned:
                     result = next(results)
-                    self._decided(span, loaded, trigger, result[0].decode())
+                    self._decided(
+                        span, loaded, trigger, result[0].decode(), event,
+                        brief_bucket(result[1]), brief_bucket(result[2]),
+                    )
                     # what the firing causes is traced under the event that caused it, and
                     # the publisher carries that trace context on to the action messages
                     with trace.use_span(span, end_on_exit=False):
-                        for record in result[1:]:
+                        for record in result[3:]:
                             drained += await self._dispatch(loaded, trigger, record)
                 released += next(results)
         finally:
@@ -472,18 +503,29 @@ class Engine:
         await self._release_followers(released, depth)
 
     def _trace_not_covered(self, event: ReceivedEvent, interested: list[EventTrigger]) -> None:
-        span = self._spans.get(event.id)
-        if span is None or not span.is_recording():
+        span = self._spans.get(event.id) or trace.INVALID_SPAN
+        if not span.is_recording() and not self.record_decisions:
             return
         chosen = {t.id for t in interested}
         for candidate in self.index.candidates(event.event):
             if candidate.id not in chosen:
                 loaded = self._owners[candidate.id]
-                self._decided(span, loaded, candidate, "not_covered")
+                self._decided(span, loaded, candidate, "not_covered", event)
 
     def _decided(
-        self, span: trace.Span, loaded: LoadedAutomation, trigger: EventTrigger, steps: str
+        self,
+        span: trace.Span,
+        loaded: LoadedAutomation,
+        trigger: EventTrigger,
+        steps: str,
+        event: ReceivedEvent,
+        before: BucketBrief | None = None,
+        after: BucketBrief | None = None,
     ) -> None:
+        """Put one trigger's decision for an event on its span, and record it when asked."""
+        if not span.is_recording() and not self.record_decisions:
+            return
+        key = trigger.bucketing_key(event)
         if span.is_recording():
             span.add_event(
                 "trigger decision",
@@ -491,10 +533,25 @@ class Engine:
                     "automation.id": str(loaded.automation.id),
                     "trigger.id": str(trigger.id),
                     "decision": steps,
+                    "bucketing_key": orjson.dumps(list(key)).decode(),
+                    "bucket.before": _brief_text(before),
+                    "bucket.after": _brief_text(after),
                 },
             )
         if self.record_decisions:
-            self.decisions.append(Decision(loaded.automation.id, trigger.id, steps))  # type: ignore[arg-type]
+            self.decisions.append(
+                Decision(
+                    loaded.automation.id,
+                    trigger.id,  # type: ignore[arg-type]
+                    steps,
+                    event_id=event.id,
+                    event_name=event.event,
+                    occurred_us=to_micros(event.occurred),
+                    key=key,
+                    before=before,
+                    after=after,
+                )
+            )
 
     def _reactive_call(
         self, trigger: EventTrigger, event: ReceivedEvent, body: bytes, occurred_us: int,
@@ -528,6 +585,12 @@ class Engine:
         ]
         keys = loaded.event_keys[trigger.id]  # type: ignore[index]
         return ScriptCall(self.state.scripts.reactive, keys.as_list(), args)
+
+    def reactive_call(self, trigger: EventTrigger, event: ReceivedEvent, now_us: int) -> ScriptCall:
+        """The reactive-7 call that evaluates `event` for a loaded trigger, exactly as intake
+        sends it (explain runs the same call on scratch copies of the trigger's keys)."""
+        body = orjson.dumps(event.to_json())
+        return self._reactive_call(trigger, event, body, to_micros(event.occurred), now_us)
 
     async def _release_followers(self, bodies: Sequence[bytes], depth: int) -> None:
         """Evaluate released followers in `occurred` order, one level deeper (10.1 step 6)."""
@@ -592,6 +655,31 @@ class Engine:
                 triggering_event=child.triggering_event,
             )
             return await self.fire(loaded, parent_firing)
+        call = self.composite_call(loaded, parent, child, now_us)
+        result = await self.state.call(call.script, call.keys, call.args)
+        if self.record_decisions:
+            self.decisions.append(
+                Decision(
+                    loaded.automation.id,
+                    parent.id,  # type: ignore[arg-type]
+                    result[0].decode(),
+                    path="composite",
+                    child_trigger_id=child.trigger.id,
+                )
+            )
+        if result[0] != b"fired":
+            return []
+        return await self._dispatch_composite(loaded, parent, result[1])
+
+    def composite_call(
+        self,
+        loaded: LoadedAutomation,
+        parent: CompoundTrigger | SequenceTrigger,
+        child: Firing,
+        now_us: int,
+    ) -> ScriptCall:
+        """The composite-3 call that applies a child firing to its parent (explain runs the
+        same call on scratch copies of the parent's keys)."""
         keys = loaded.composite_keys[parent.id]  # type: ignore[index]
         record = orjson.dumps(
             {
@@ -613,10 +701,7 @@ class Engine:
             now_us,
             loaded.seed(parent.id),  # type: ignore[arg-type]
         ]
-        result = await self.state.call(self.state.scripts.composite, keys.as_list(), args)
-        if result[0] != b"fired":
-            return []
-        return await self._dispatch_composite(loaded, parent, result[1])
+        return ScriptCall(self.state.scripts.composite, keys.as_list(), args)
 
     async def _dispatch_composite(
         self, loaded: LoadedAutomation, parent: CompoundTrigger | SequenceTrigger, raw: bytes
@@ -683,6 +768,7 @@ class Engine:
                 for (trigger, loaded), result in zip(due, results, strict=True):
                     self.next_proactive_runs[trigger.id] = int(result[0])  # type: ignore[index]
                     for record in result[2:]:
+                        self._window_fired(loaded, trigger, record)
                         drained += await self._dispatch(loaded, trigger, record)
                     # more due buckets: evaluated on, unless the automation was forgotten
                     if result[1] == b"1" and self._owners.get(trigger.id) is loaded:  # type: ignore[arg-type]
@@ -690,6 +776,22 @@ class Engine:
             finally:
                 await self.state.call_many(drained)  # what was published, even on failure
             due = again
+
+    def _window_fired(self, loaded: LoadedAutomation, trigger: EventTrigger, raw: bytes) -> None:
+        """Record a firing of proactive evaluation: its window closed short of the threshold."""
+        if not self.record_decisions:
+            return
+        record = orjson.loads(raw)
+        self.decisions.append(
+            Decision(
+                loaded.automation.id,
+                trigger.id,  # type: ignore[arg-type]
+                "window_closed fired",
+                key=tuple(orjson.loads(record["key"])),
+                before=(int(record["s"]), int(record["e"]), int(record["c"])),
+                path="proactive",
+            )
+        )
 
     def _proactive_call(
         self, trigger: EventTrigger, loaded: LoadedAutomation, as_of_us: int, now_us: int

@@ -96,6 +96,11 @@ class Keys:
         return f"{self.prefix}:{{clock}}"
 
     @property
+    def periodic_lease(self) -> str:
+        """String: the token of the replica that runs periodic and proactive evaluation."""
+        return f"{self.prefix}:{{lease}}:periodic"
+
+    @property
     def generations(self) -> str:
         """Hash: automation id -> the generation its state was last loaded with."""
         return f"{self.prefix}:{{automations}}:generations"

@@ -57,14 +57,16 @@ class Script:
 
     def queue(self, pipe: Pipeline, keys: Sequence[str], args: Sequence[Any]) -> None:
         self._check(keys)
-        pipe.evalsha(self.sha, self.numkeys, *keys, *args)
+        # execute_command, not pipe.evalsha: redis-py's cluster pipeline blocks its evalsha
+        # method, yet routes an EVALSHA command by its keys like any other
+        pipe.execute_command("EVALSHA", self.sha, self.numkeys, *keys, *args)
 
 
 class Scripts:
     """All scripts of the state layer, registered once."""
 
     NAMES = ("reactive-7", "proactive-7", "sweep-7", "composite-3", "park-4", "finish-4",
-             "lost-2", "clock-1")
+             "lost-2", "clock-1", "lease_renew-1", "lease_release-1")
 
     def __init__(self) -> None:
         self.by_name = {name: Script.load(name) for name in self.NAMES}
@@ -76,6 +78,8 @@ class Scripts:
         self.finish = self.by_name["finish-4"]
         self.lost = self.by_name["lost-2"]
         self.clock = self.by_name["clock-1"]
+        self.lease_renew = self.by_name["lease_renew-1"]
+        self.lease_release = self.by_name["lease_release-1"]
 
     async def load_all(self, client: Redis) -> None:
         """SCRIPT LOAD every script, so pipelined EVALSHA calls find them."""

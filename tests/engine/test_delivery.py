@@ -87,7 +87,7 @@ async def test_a_firing_survives_a_publisher_failure_and_is_published_once(
     records = await redis_client.hvals(outbox_key(driver, "now"))
     assert len(records) == 1
     record = orjson.loads(records[0])
-    assert set(record) == {"id", "key", "event", "at", "triggered"}
+    assert set(record) == {"id", "key", "event", "at", "triggered", "s", "e", "c"}
     assert (record["key"], int(record["at"])) == ("[]", at_us(0))
     assert orjson.loads(record["event"])["id"] == label_uuid("event")
     assert record["id"] == expected[0]["firing"]["id"]

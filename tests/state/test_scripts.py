@@ -99,7 +99,8 @@ async def test_reactive_marks_the_event_and_answers_duplicate_the_second_time(
     assert steps(first) == "counted"
     assert await redis_client.zscore(tkeys.seen, "e1") == T0 + 7
     again = await reactive(state, tkeys, "e1", T0, now=T0 + 8)
-    assert again == [b"duplicate"]
+    bucket = f"{T0 - LOOKBACK}|{T0 + 60 * S}|1".encode()
+    assert again == [b"duplicate", bucket, bucket]
     assert decode_bucket(await redis_client.hget(tkeys.buckets, "[]"))[2] == 1
 
 
@@ -124,9 +125,16 @@ async def test_reactive_fire_code_and_outbox_record_shape(
     await reactive(state, tkeys, "e1", T0)
     result = await reactive(state, tkeys, "e2", T0 + S, now=T0 + 42)
     assert steps(result) == "counted fired rolled_over"
-    (raw,) = result[1:]
+    before, after, raw = result[1:]
+    # the bucket before and after, without its last event: the cooldown window follows
+    assert before == f"{T0 - LOOKBACK}|{T0 + 60 * S}|1".encode()
+    assert after == f"{T0 + 60 * S}|{T0 + 120 * S}|0".encode()
     record = json.loads(raw)
-    assert set(record) == {"id", "key", "event", "at", "triggered"}
+    assert set(record) == {"id", "key", "event", "at", "triggered", "s", "e", "c"}
+    # the window and count of the bucket that fired go along, for decision records
+    assert (record["s"], record["e"], record["c"]) == (
+        str(T0 - LOOKBACK), str(T0 + 60 * S), "2"
+    )
     assert record["id"] == derived_uuid(SEED, "event:e2#1")
     assert UUID(record["id"]).version == 5
     assert record["key"] == "[]"
@@ -176,7 +184,8 @@ async def test_reactive_armed_and_disarmed_codes_of_an_after_trigger(
     result = await reactive(state, tkeys, "at-end", T0 + 60 * S, flags=expected)
     assert steps(result) == "window_closed disarmed"
     assert await redis_client.hlen(tkeys.buckets) == 0
-    assert steps(await reactive(state, tkeys, "unarmed", T0, flags=expected)) == "ignored"
+    unarmed = await reactive(state, tkeys, "unarmed", T0, flags=expected)
+    assert unarmed == [b"ignored", b"", b""]
 
 
 async def test_reactive_holds_an_expect_only_event_and_a_new_window_counts_it(
@@ -220,7 +229,7 @@ async def test_reactive_threshold_zero_fires_twice_with_two_ids(
     await redis_client.delete(tkeys.outbox)
     result = await reactive(state, tkeys, "late", T0 + 200 * S, threshold=0)
     assert steps(result) == "fired rolled_over counted fired rolled_over"
-    ids = [json.loads(r)["id"] for r in result[1:]]
+    ids = [json.loads(r)["id"] for r in result[3:]]
     assert ids == [derived_uuid(SEED, "event:late#1"), derived_uuid(SEED, "event:late#2")]
     assert await redis_client.hlen(tkeys.outbox) == 2
 

@@ -61,6 +61,16 @@ local function read_bucket(T, key)
   return decode_bucket(redis.call('HGET', T.buckets, key))
 end
 
+-- The bucket of `key` as 'start|end|count' ('' when there is none): what decision records
+-- and explain show of it, without the last event's JSON.
+local function brief_bucket(T, key)
+  local raw = redis.call('HGET', T.buckets, key)
+  if not raw then
+    return ''
+  end
+  return string.match(raw, '^([^|]*|[^|]*|[^|]*)|')
+end
+
 local function write_bucket(T, key, b)
   redis.call('HSET', T.buckets, key, encode_bucket(b))
   redis.call('ZADD', T.ends, fmt(b.e), key)
@@ -119,11 +129,13 @@ local function derived_uuid(seed, cause)
     .. '-' .. variant .. string.sub(h, 18, 20) .. '-' .. string.sub(h, 21, 32)
 end
 
--- Record a firing in the outbox, in the same atomic step as the state change that decided it.
-local function fire(T, key, cause, event_json, at)
+-- Record a firing in the outbox, in the same atomic step as the state change that decided it;
+-- `b` is the bucket that fired (its window and count go along, for decision records).
+local function fire(T, key, cause, event_json, at, b)
   local id = derived_uuid(T.seed, cause)
   local record = cjson.encode({
     id = id, key = key, event = event_json, at = fmt(at), triggered = fmt(T.now_wall),
+    s = fmt(b.s), e = fmt(b.e), c = fmt(b.c),
   })
   redis.call('HSET', T.outbox, id, record)
   table.insert(T.firings, record)
@@ -173,7 +185,7 @@ local function evaluate(T, key, b, now, ev)
     if ev then
       event_json = ev.json
     end
-    fire(T, key, cause, event_json, ev and ev.occ or now)
+    fire(T, key, cause, event_json, ev and ev.occ or now, b)
     remove_bucket(T, key)
   elseif now < b.e then
     -- 6. not fired, window still open

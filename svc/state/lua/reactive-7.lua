@@ -19,12 +19,14 @@
     ARGV[10] seed of deterministic firing ids (trigger id and state generation)
     ARGV[11] held-event horizon (us): max(2 x lookback, within)
 
-  Output: { decision, firing record, ... }
+  Output: { decision, bucket before, bucket after, firing record, ... }
     decision: 'duplicate' (this event was already evaluated for this trigger), 'ignored'
     (not expected, or nothing to evaluate), or the space-separated steps the state machine
     took ('armed', 'counted', 'too_early', 'fired', 'window_closed', 'rolled_over',
     'restarted', 'disarmed', 'held', 'unchanged')
-    firing record: JSON {id, key, event, at, triggered} as written to the outbox
+    bucket before / after: the bucket of this bucketing key before and after this call, as
+    'start|end|count' (us, us, events), or '' when there is none (decision records, explain)
+    firing record: JSON {id, key, event, at, triggered, s, e, c} as written to the outbox
 ]]
 
 --- @include "bucket_machine.lua"
@@ -48,9 +50,20 @@ local key = ARGV[5]
 local lookback = tonumber(ARGV[9])
 local horizon = tonumber(ARGV[11])
 
+local before = brief_bucket(T, key)
+
+-- The answer: the decision, the bucket before and after, then every firing record.
+local function respond(decision)
+  local result = { decision, before, brief_bucket(T, key) }
+  for _, record in ipairs(T.firings) do
+    table.insert(result, record)
+  end
+  return result
+end
+
 -- Decision 3: an event is evaluated at most once per trigger, whatever is redelivered.
 if redis.call('ZSCORE', T.seen, ev.id) then
-  return { 'duplicate' }
+  return respond('duplicate')
 end
 redis.call('ZADD', T.seen, fmt(T.now_wall), ev.id)
 
@@ -98,7 +111,7 @@ if not bucket and not T.has_after and ev.x == '1' then
 end
 -- 4.4: after-only events just arm
 if ev.x ~= '1' then
-  return { table.concat(T.trace, ' ') ~= '' and table.concat(T.trace, ' ') or 'ignored' }
+  return respond(table.concat(T.trace, ' ') ~= '' and table.concat(T.trace, ' ') or 'ignored')
 end
 -- 4.5: an expected event of an unarmed trigger
 if not bucket then
@@ -108,7 +121,7 @@ if not bucket then
   bucket = read_bucket(T, key)
   if not bucket then
     table.insert(T.trace, 'ignored')
-    return { table.concat(T.trace, ' ') }
+    return respond(table.concat(T.trace, ' '))
   end
 end
 -- 4.6
@@ -116,8 +129,4 @@ evaluate(T, key, bucket, ev.occ, ev)
 if #T.trace == 0 then
   table.insert(T.trace, 'unchanged')
 end
-local result = { table.concat(T.trace, ' ') }
-for _, record in ipairs(T.firings) do
-  table.insert(result, record)
-end
-return result
+return respond(table.concat(T.trace, ' '))
