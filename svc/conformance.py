@@ -119,21 +119,25 @@ def contains(expected: Any, actual: Any) -> bool:
 
 
 def _assign(expected: Sequence[Any], actual: Sequence[Any]) -> bool:
-    """Is there a way to match each expected item to a distinct actual item?"""
-    used: set[int] = set()
+    """Is there a way to match each expected item to a distinct actual item? A bipartite
+    matching by augmenting paths: polynomial, where naive backtracking over many alike
+    entries is exponential."""
+    candidates = [
+        [j for j, item in enumerate(actual) if contains(wanted, item)] for wanted in expected
+    ]
+    owner: dict[int, int] = {}  # actual index -> expected index
 
-    def place(i: int) -> bool:
-        if i == len(expected):
-            return True
-        for j, candidate in enumerate(actual):
-            if j not in used and contains(expected[i], candidate):
-                used.add(j)
-                if place(i + 1):
-                    return True
-                used.remove(j)
+    def augment(i: int, visited: set[int]) -> bool:
+        for j in candidates[i]:
+            if j in visited:
+                continue
+            visited.add(j)
+            if j not in owner or augment(owner[j], visited):
+                owner[j] = i
+                return True
         return False
 
-    return place(0)
+    return all(augment(i, set()) for i in range(len(expected)))
 
 
 def _map_labels(entry: dict[str, Any], namespace: UUID) -> dict[str, Any]:
@@ -161,10 +165,16 @@ class InProcess:
     """The engine in-process on a fake clock and a real Redis, driven as the service would
     drive it: messages in, timer ticks, admin operations; actions captured."""
 
-    def __init__(self, redis: Redis, prefix: str, t0: datetime = T0):
+    def __init__(
+        self,
+        redis: Redis,
+        prefix: str,
+        t0: datetime = T0,
+        publisher: CapturingPublisher | None = None,
+    ):
         self.t0 = t0
         self.clock = FakeClock(t0)
-        self.publisher = CapturingPublisher()
+        self.publisher = publisher or CapturingPublisher()
         self.definitions: dict[UUID, Automation] = {}
         self.state = RedisState(redis, Keys(prefix))
         self.engine = Engine(self.state, self.publisher, self.clock, source=self._source)

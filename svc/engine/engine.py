@@ -70,6 +70,54 @@ def _brief_text(brief: BucketBrief | None) -> str:
     return "" if brief is None else "|".join(str(part) for part in brief)
 
 
+def firing_from_record(trigger: EventTrigger, raw: bytes) -> Firing:
+    """The Firing of an event trigger's outbox record (bucket_machine.lua's `fire`)."""
+    record = orjson.loads(raw)
+    key = tuple(orjson.loads(record["key"]))
+    return Firing(
+        id=UUID(record["id"]),
+        trigger=trigger,
+        triggered=from_micros(int(record["triggered"])),
+        at_us=int(record["at"]),
+        triggering_labels=trigger.triggering_labels(key),
+        triggering_event=orjson.loads(record["event"]) if record["event"] else None,
+    )
+
+
+def single_child_firing(
+    loaded: LoadedAutomation,
+    parent: CompoundTrigger | SequenceTrigger,
+    child: Firing,
+    now_us: int,
+) -> Firing:
+    """The firing of a composite that one child firing is enough for (SEMANTICS 7.2 step 1)."""
+    return Firing(
+        id=uuid5(child.id, f"composite:{loaded.seed(parent.id)}"),  # type: ignore[arg-type]
+        trigger=parent,
+        triggered=from_micros(now_us),
+        at_us=child.at_us,
+        triggering_firings=(child.to_json(),),
+        triggering_event=child.triggering_event,
+    )
+
+
+def composite_firing_from_record(
+    parent: CompoundTrigger | SequenceTrigger, raw: bytes
+) -> Firing:
+    """The Firing of a composite's outbox record (composite-3.lua's answer)."""
+    fired = orjson.loads(raw)
+    children = fired["children"]
+    completing = next(c for c in children if c["id"] == fired["completing"])
+    return Firing(
+        id=UUID(fired["id"]),
+        trigger=parent,
+        triggered=from_micros(int(fired["triggered"])),
+        at_us=int(fired["at"]),
+        triggering_firings=tuple(c["firing"] for c in children),
+        triggering_event=completing["firing"]["triggering_event"],
+    )
+
+
 class Outcome(StrEnum):
     """What intake did with one message."""
 
@@ -211,6 +259,9 @@ class Engine:
 
     def forget(self, automation_id: UUID) -> None:
         """Unload an automation; its state stays (disable, then re-enable, picks it up)."""
+        # an automation change refreshes Prefect's snapshot, so after a reset() the next
+        # reconcile finds nothing new and the untouched automations stay unloaded (12)
+        self._reconciled = True
         loaded = self.automations.pop(automation_id, None)
         if loaded is None:
             return
@@ -409,7 +460,7 @@ class Engine:
         parking: list[ReceivedEvent] = []
         after_leader: list[ReceivedEvent] = []
         for i, event in enumerate(events):
-            if not self._must_wait_for_leader(event, now):
+            if not self.must_wait_for_leader(event, now):
                 continue
             if position.get(event.follows, len(events)) < i:  # type: ignore[arg-type]
                 # its leader comes earlier in this batch: it shares its leader's fate
@@ -448,7 +499,8 @@ class Engine:
             horizon,
         )
 
-    def _must_wait_for_leader(self, event: ReceivedEvent, now: datetime) -> bool:
+    def must_wait_for_leader(self, event: ReceivedEvent, now: datetime) -> bool:
+        """Must this event wait for its leader (`follows`) before it is evaluated (10.1)?"""
         if event.follows is None or event.follows == event.id:
             return False
         # an event received at least the lookback ago is too old for bookkeeping
@@ -615,18 +667,10 @@ class Engine:
     ) -> list[Call]:
         """Turn an outbox record into a Firing and fire it; return the commands that drain it
         (and any composite firing it caused) from their outboxes, to send once it is out."""
-        record = orjson.loads(raw)
-        key = tuple(orjson.loads(record["key"]))
-        firing = Firing(
-            id=UUID(record["id"]),
-            trigger=trigger,
-            triggered=from_micros(int(record["triggered"])),
-            at_us=int(record["at"]),
-            triggering_labels=trigger.triggering_labels(key),
-            triggering_event=orjson.loads(record["event"]) if record["event"] else None,
-        )
+        firing = firing_from_record(trigger, raw)
         drained = await self.fire(loaded, firing)
-        return [*drained, self.state.forget_firing(loaded.event_keys[trigger.id].outbox, record["id"])]
+        outbox = loaded.event_keys[trigger.id].outbox  # type: ignore[index]
+        return [*drained, self.state.forget_firing(outbox, str(firing.id))]
 
     async def fire(self, loaded: LoadedAutomation, firing: Firing) -> list[Call]:
         """SEMANTICS 7.1: act for a top-level trigger, else evaluate the parent composite."""
@@ -646,15 +690,7 @@ class Engine:
         _, now_us = self._now_us()
         if parent.num_expected_firings == 1:
             # a single expected firing fires the parent at once, with nothing stored
-            parent_firing = Firing(
-                id=uuid5(child.id, f"composite:{loaded.seed(parent.id)}"),  # type: ignore[arg-type]
-                trigger=parent,
-                triggered=from_micros(now_us),
-                at_us=child.at_us,
-                triggering_firings=(child.to_json(),),
-                triggering_event=child.triggering_event,
-            )
-            return await self.fire(loaded, parent_firing)
+            return await self.fire(loaded, single_child_firing(loaded, parent, child, now_us))
         call = self.composite_call(loaded, parent, child, now_us)
         result = await self.state.call(call.script, call.keys, call.args)
         if self.record_decisions:
@@ -708,20 +744,10 @@ class Engine:
     ) -> list[Call]:
         """Fire a composite's outbox record; return the commands that drain it (and what it
         caused) from their outboxes, to send once it is out."""
-        fired = orjson.loads(raw)
-        children = fired["children"]
-        completing = next(c for c in children if c["id"] == fired["completing"])
-        parent_firing = Firing(
-            id=UUID(fired["id"]),
-            trigger=parent,
-            triggered=from_micros(int(fired["triggered"])),
-            at_us=int(fired["at"]),
-            triggering_firings=tuple(c["firing"] for c in children),
-            triggering_event=completing["firing"]["triggering_event"],
-        )
+        parent_firing = composite_firing_from_record(parent, raw)
         drained = await self.fire(loaded, parent_firing)
         outbox = loaded.composite_keys[parent.id].outbox  # type: ignore[index]
-        return [*drained, self.state.forget_firing(outbox, fired["id"])]
+        return [*drained, self.state.forget_firing(outbox, str(parent_firing.id))]
 
     async def act(self, loaded: LoadedAutomation, firing: Firing) -> None:
         """SEMANTICS 7.3: publish the state-change event, then one triggered action each."""
