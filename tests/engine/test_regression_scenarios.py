@@ -1,5 +1,7 @@
-"""Scenarios found by differential testing against Prefect 3.9.1's own engine (the oracle in
-../shared/oracle), each recording what Prefect does where we once differed."""
+"""Scenarios from differential testing against Prefect 3.9.1's own engine (the oracle in
+../shared/oracle): `scenarios/NNN-*.json` record what Prefect does where we once differed;
+`scenarios/difftest/` is a sample of random scenarios (automations, timelines, admin steps)
+whose expectations were recorded from Prefect, chosen to cover each mix of features."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import redis.asyncio
 
 from svc.conformance import ScenarioRunner
 
-SCENARIOS = sorted((Path(__file__).parent / "scenarios").glob("*.json"))
+SCENARIOS = sorted((Path(__file__).parent / "scenarios").rglob("*.json"))
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
