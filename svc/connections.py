@@ -1,0 +1,146 @@
+"""The service's NATS connection and Redis client, built from the settings in one place: they
+reconnect by themselves, bound every call with a timeout, and retry a start-up step until the
+dependency answers, so a replica rides out a restart of either (DESIGN "Delivery guarantees")."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import nats
+from nats.aio.client import Client as NATS
+from nats.js import JetStreamContext
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from svc.config import Settings
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Seconds between two attempts to reach a NATS server that went away. The client tries
+# forever (nats.py gives up after 60 attempts by default, which would leave a replica that
+# outlived a long outage disconnected for good); the replica reports NOT_SERVING meanwhile.
+NATS_RECONNECT_WAIT_S = 0.5
+# A Redis command that fails on a dead connection is retried this many times, quickly: that
+# covers the pooled connections a Redis restart leaves stale. Longer outages are the
+# consumer's and the dependency monitor's to wait out, with their own backoff.
+REDIS_RETRIES = 3
+REDIS_RETRY_BASE_S = 0.02
+REDIS_RETRY_CAP_S = 0.5
+# Pauses of a start-up step that keeps failing: doubling from the first, capped.
+STARTUP_RETRY_INITIAL_S = 0.2
+STARTUP_RETRY_MAX_S = 5.0
+
+# What an unreachable dependency raises: a refused or dropped connection, or a timeout.
+UNREACHABLE = (OSError, asyncio.TimeoutError, RedisConnectionError, RedisTimeoutError,
+               nats.errors.Error)
+
+
+def nats_servers(url: str) -> list[str]:
+    """NATS_URL may list several servers of one cluster, comma-separated."""
+    return [u.strip() for u in url.split(",") if u.strip()]
+
+
+async def connect_nats(settings: Settings, name: str = "triggers") -> NATS:
+    """Connect to NATS; waits (retrying forever) while no server answers."""
+    if settings.nats_url is None:
+        raise ValueError("NATS_URL is not set")
+
+    async def disconnected() -> None:
+        logger.warning("NATS connection lost; reconnecting every %.1f s", NATS_RECONNECT_WAIT_S)
+
+    async def reconnected() -> None:
+        logger.info("NATS connection re-established (%s)", nc.connected_url)
+
+    async def error(exc: Exception) -> None:
+        # refused connections while a server restarts are expected and repeat every attempt
+        level = logging.INFO if isinstance(exc, OSError) else logging.WARNING
+        logger.log(level, "NATS client error: %r", exc)
+
+    tls = _nats_tls(settings)
+    nc = await nats.connect(
+        servers=nats_servers(settings.nats_url),
+        name=name,
+        tls=tls,
+        user_credentials=settings.nats_creds_file,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=NATS_RECONNECT_WAIT_S,
+        connect_timeout=max(1, round(settings.dependency_timeout_s)),
+        disconnected_cb=disconnected,
+        reconnected_cb=reconnected,
+        error_cb=error,
+    )
+    return nc
+
+
+def _nats_tls(settings: Settings) -> ssl.SSLContext | None:
+    """A TLS context when a CA or a client certificate is set (a `tls://` URL alone uses
+    the system's CAs, as nats.py does by default)."""
+    s = settings
+    if not (s.nats_tls_ca_file or s.nats_tls_cert_file):
+        return None
+    context = ssl.create_default_context(cafile=s.nats_tls_ca_file)
+    if s.nats_tls_cert_file:
+        context.load_cert_chain(s.nats_tls_cert_file, s.nats_tls_key_file)
+    return context
+
+
+def redis_client(settings: Settings) -> Redis:
+    """A Redis (or Redis Cluster) client whose every call is bounded by
+    `dependency_timeout_s`. The state layer takes either: every script's keys share one
+    hash tag, so each call goes to one node (DESIGN "State in Redis")."""
+    if settings.redis_url is None:
+        raise ValueError("REDIS_URL is not set")
+    options: dict[str, object] = {
+        "socket_timeout": settings.dependency_timeout_s,
+        "socket_connect_timeout": settings.dependency_timeout_s,
+        "retry": Retry(
+            ExponentialWithJitterBackoff(base=REDIS_RETRY_BASE_S, cap=REDIS_RETRY_CAP_S),
+            REDIS_RETRIES,
+        ),
+    }
+    # AUTH and TLS: set only when given, so a URL's own user and password still count
+    for option, value in (
+        ("username", settings.redis_username),
+        ("password", settings.redis_password),
+        ("ssl_ca_certs", settings.redis_tls_ca_file),
+        ("ssl_certfile", settings.redis_tls_cert_file),
+        ("ssl_keyfile", settings.redis_tls_key_file),
+    ):
+        if value:
+            options[option] = value
+    if settings.redis_cluster:
+        # the cluster client has the methods of Redis the state layer uses; it is not a
+        # subclass, hence the cast for type checkers
+        return RedisCluster.from_url(settings.redis_url, **options)  # type: ignore[return-value]
+    return Redis.from_url(settings.redis_url, **options)
+
+
+async def nats_check(nc: NATS, js: JetStreamContext, timeout_s: float) -> None:
+    """Raises unless NATS answers and JetStream serves API calls (what intake needs)."""
+    if not nc.is_connected:
+        raise ConnectionError("NATS is not connected")
+    await asyncio.wait_for(js.account_info(), timeout=timeout_s)
+
+
+async def until_reachable(step: Callable[[], Awaitable[T]], what: str) -> T:
+    """Run a start-up step, retrying with backoff while its dependency is unreachable."""
+    pause_s = STARTUP_RETRY_INITIAL_S
+    while True:
+        try:
+            return await step()
+        except UNREACHABLE as exc:
+            logger.warning("%s unreachable at start-up (%r); retrying in %.1f s", what, exc,
+                           pause_s)
+        # outside the except block, so the exception is not chained onto a later failure
+        await asyncio.sleep(pause_s)
+        pause_s = min(2 * pause_s, STARTUP_RETRY_MAX_S)

@@ -1,0 +1,1 @@
+"""Tests that break things on purpose: leases, unreachable dependencies, crashes, clusters."""
