@@ -15,7 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from svc.admin import probe as health_probe
+from svc.bench.command import bench, bench_arguments
 from svc.config import Settings, SettingsError
+from svc.crash import command as crash_command
+from svc.explain_commands import (
+    explain,
+    explain_arguments,
+    replay,
+    replay_arguments,
+    why,
+    why_arguments,
+)
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -80,7 +91,10 @@ async def serve(settings: Settings) -> str:
         service_name=settings.service_name,
         traces_exporter=settings.traces_exporter,
         metrics_exporter=settings.metrics_exporter,
+        prometheus_address=settings.prometheus_address,
     )
+    if telemetry.prometheus is not None:
+        print(f"Metrics for Prometheus on http://{telemetry.prometheus.address}/metrics", flush=True)
     stop = asyncio.Event()
     received: list[str] = []
     loop = asyncio.get_running_loop()
@@ -172,6 +186,8 @@ async def _automations(args: argparse.Namespace, settings: Settings) -> int:
         elif args.action in ("enable", "disable"):
             stored = await admin.set_enabled(args.id, args.action == "enable")
             console.print(f"{args.action}d {stored.id}")
+            for warning in stored.warnings:
+                console.print(f"  [yellow]warning:[/yellow] {warning}")
         elif args.action == "reset":
             if bool(args.id) == bool(args.all):
                 print("error: give an automation id or --all", file=sys.stderr)
@@ -320,6 +336,47 @@ COMMANDS: tuple[Command, ...] = (
         "(fake clock, real Redis; embedded when REDIS_URL is not set)",
         run=conformance,
         add_arguments=_conformance_arguments,
+    ),
+    Command(
+        name="crash-test",
+        help="run the crash harness: a known workload through replicas that are SIGKILLed, "
+        "and Redis and NATS restarted; compare the actions published with the calm run",
+        run=crash_command.run,
+        add_arguments=crash_command.add_arguments,
+    ),
+    Command(
+        name="health",
+        help="ask a replica's health service whether it serves (exit 0 when SERVING): for "
+        "exec probes and compose health checks",
+        run=health_probe.run,
+        add_arguments=health_probe.add_arguments,
+    ),
+    Command(
+        name="explain",
+        help="explain what one event would do against one automation's current state "
+        "(a dry run through the admin API: nothing changes)",
+        run=explain,
+        add_arguments=explain_arguments,
+    ),
+    Command(
+        name="why",
+        help="list an automation's recorded decisions and why (from the decisions stream)",
+        run=why,
+        add_arguments=why_arguments,
+    ),
+    Command(
+        name="replay",
+        help="replay the events stream's history through automation files in isolation and "
+        "print the firings that would have happened",
+        run=replay,
+        add_arguments=replay_arguments,
+    ),
+    Command(
+        name="bench",
+        help="benchmark the service on generated workloads against a bare fetch-and-ack "
+        "ceiling (embedded NATS and Redis where no URL is set)",
+        run=bench,
+        add_arguments=bench_arguments,
     ),
 )
 

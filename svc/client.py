@@ -100,6 +100,14 @@ class AdminClient:
         )
         return list(answer.buckets)
 
+    async def explain(self, automation_id: str, event: dict[str, Any]) -> pb.ExplainEventResponse:
+        """What evaluating the event against the automation would do now (nothing changes)."""
+        return await self.stub.ExplainEvent(
+            pb.ExplainEventRequest(
+                automation_id=automation_id, event_json=orjson.dumps(event).decode()
+            )
+        )
+
 
 def complete_event(event: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
     """Fill what a producer usually sets: a fresh `id` and `occurred` = now."""

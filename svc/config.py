@@ -99,6 +99,12 @@ def _path(env: str, raw: str) -> str:
     return raw
 
 
+def _secret(env: str, raw: str) -> str:
+    if raw != raw.strip():
+        raise SettingsError(f"{env} has leading or trailing whitespace; remove it")
+    return raw
+
+
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 
@@ -313,6 +319,73 @@ class Settings:
         5.0,
         "Seconds a Redis command, or a dependency check, may take before it counts as failed.",
         _positive_seconds,
+    )
+    redis_cluster: bool = setting(
+        False,
+        "Whether REDIS_URL names a node of a Redis Cluster (the client finds the others).",
+        _boolean,
+    )
+    stream_replicas: int = setting(
+        1,
+        "Replicas of each stream and of the automations bucket the service creates (3 on a "
+        "NATS cluster of three or more); existing streams keep theirs.",
+        _positive_int,
+    )
+    health_address: str | None = setting(
+        None,
+        "`host:port` of a plaintext listener serving only gRPC health checks, for probes "
+        "that cannot use the admin API's TLS or token. Unset: health is on the admin API.",
+        _address,
+    )
+    admin_tls_cert_file: str | None = setting(
+        None,
+        "PEM certificate chain of the admin API. Set with the key file: the API serves TLS.",
+        _path,
+    )
+    admin_tls_key_file: str | None = setting(
+        None, "PEM private key of the admin API's certificate.", _path
+    )
+    admin_tls_client_ca_file: str | None = setting(
+        None,
+        "PEM CA bundle: every admin client must present a certificate it signed (mTLS); "
+        "probes then use TRIGGERS_HEALTH_ADDRESS.",
+        _path,
+    )
+    admin_token: str | None = setting(
+        None,
+        "Bearer token every admin call but health checks must carry (`authorization: Bearer "
+        "<token>`); a call without it is answered UNAUTHENTICATED.",
+        _secret,
+    )
+    nats_creds_file: str | None = setting(
+        None,
+        "NATS user credentials file (JWT and NKey seed). User and password, or a token, "
+        "can go in NATS_URL instead.",
+        _path,
+    )
+    nats_tls_ca_file: str | None = setting(
+        None, "PEM CA bundle that verifies the NATS servers (with `tls://` URLs).", _path
+    )
+    nats_tls_cert_file: str | None = setting(
+        None, "PEM client certificate for NATS servers that require one.", _path
+    )
+    nats_tls_key_file: str | None = setting(
+        None, "PEM private key of the NATS client certificate.", _path
+    )
+    redis_username: str | None = setting(
+        None, "Redis ACL user name (AUTH); may also be given in REDIS_URL.", _secret
+    )
+    redis_password: str | None = setting(
+        None, "Redis password (AUTH); kept out of REDIS_URL, so it is not logged.", _secret
+    )
+    redis_tls_ca_file: str | None = setting(
+        None, "PEM CA bundle that verifies Redis (with a `rediss://` URL).", _path
+    )
+    redis_tls_cert_file: str | None = setting(
+        None, "PEM client certificate for a Redis that requires one.", _path
+    )
+    redis_tls_key_file: str | None = setting(
+        None, "PEM private key of the Redis client certificate.", _path
     )
 
     @classmethod

@@ -236,6 +236,37 @@ class _ServerProcess:
             self._temporary_dir = None
         atexit.unregister(self.stop)
 
+    def halt(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """End the server process but keep its ports and data, for `resume()`: a restart
+        (SIGTERM: the server shuts down cleanly) or a crash (SIGKILL) of a real server."""
+        process = self._process
+        if process is None:
+            raise EmbeddedServerError(f"{self.name} is not running; nothing to halt")
+        if sig == signal.SIGTERM:
+            _terminate(process, self.name)
+        else:
+            process.send_signal(sig)
+            process.wait()
+        self._process = None
+        logger.info("%s on %s halted (%s)", self.name, self.url, sig.name)
+
+    def resume(self) -> Self:
+        """Start a halted server again, on the same ports, with the same data."""
+        if self._process is not None:
+            raise EmbeddedServerError(f"{self.name} is already running (pid {self.pid})")
+        if not self.ports or self.log_path is None:
+            raise EmbeddedServerError(f"{self.name} was never started; call start() first")
+        self._launch(self.log_path)
+        try:
+            self._wait_until_ready()
+        except _PortTaken:
+            raise EmbeddedServerError(
+                f"{self.name} could not bind its ports {self.ports} again: another process "
+                f"took one while it was halted\n" + self._log_section()
+            ) from None
+        logger.info("%s resumed on %s (pid %s)", self.name, self.url, self.pid)
+        return self
+
     def __enter__(self) -> Self:
         return self.start()
 
@@ -270,7 +301,7 @@ class _ServerProcess:
 
     def _start_on_free_ports(self, binary: Path, log_path: Path) -> None:
         for attempt in range(1, PORT_ATTEMPTS + 1):
-            self.ports = free_ports(self.ports_needed)
+            self.ports = self._pick_ports()
             self.command = self._build_command(binary)
             self._launch(log_path)
             try:
@@ -288,6 +319,11 @@ class _ServerProcess:
             f"{binary} could not bind free ports on {HOST} in {PORT_ATTEMPTS} attempts\n"
             + self._log_section()
         )
+
+    def _pick_ports(self) -> list[int]:
+        """The ports of the next launch; a cluster node, whose peers must know its ports
+        before it starts, chooses them beforehand instead."""
+        return free_ports(self.ports_needed)
 
     def _launch(self, log_path: Path) -> None:
         with open(log_path, "ab") as log:
@@ -465,8 +501,9 @@ class RedisServer(_ServerProcess):
                 (HOST, self.port), timeout=PROBE_SOCKET_TIMEOUT_S
             ) as sock:
                 sock.sendall(b"*1\r\n$4\r\nPING\r\n")
-                # A loading server answers -LOADING; only +PONG means it serves commands.
-                return sock.recv(64).startswith(b"+PONG")
+                # A loading server answers -LOADING; only +PONG means it serves commands,
+                # or -NOAUTH from one that wants a password first (`--requirepass`).
+                return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 

@@ -7,32 +7,38 @@ the wire code in svc/bus and svc/admin.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from uuid import UUID
 
-import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
 from opentelemetry import trace
 from redis.asyncio import Redis
 
 from svc.admin.backend import BucketView
-from svc.admin.server import start_admin_server
-from svc.bus.automations import AutomationStore
+from svc.admin.security import AdminSecurity
+from svc.admin.server import set_serving, start_admin_server
+from svc.bus.automations import AutomationChange, AutomationStore
 from svc.bus.consumer import EventConsumer, EventMessage
+from svc.bus.decisions import DecisionRecorder
 from svc.bus.publisher import JetStreamPublisher
 from svc.bus.streams import ensure_streams
 from svc.config import Settings
+from svc.connections import connect_nats, nats_check, redis_client, until_reachable
 from svc.domain.automations import Automation
-from svc.domain.firings import Act, from_micros
+from svc.domain.events import ReceivedEvent
+from svc.domain.firings import Act, from_micros, to_micros
 from svc.domain.lint import lint_automation
 from svc.engine import Clock, Engine, EngineSettings, Outcome, Publisher, SystemClock
+from svc.explain import Explanation, explain_event
+from svc.health import DependencyMonitor
 from svc.state.keys import Keys
+from svc.state.lease import Lease
 from svc.state.store import RedisState
 from svc.telemetry import Instruments
 
@@ -100,6 +106,10 @@ class ServiceBackend:
     def lint(self, automation: Automation) -> list[str]:
         return lint_automation(automation)
 
+    async def explain(self, automation: Automation, event: ReceivedEvent) -> Explanation:
+        # no lock: explain only reads (svc/explain.py), each trigger in one transaction
+        return await explain_event(self.engine, automation, event)
+
 
 @dataclass
 class CountingPublisher:
@@ -128,7 +138,12 @@ class Service:
     js: JetStreamContext | None = None
     redis: Redis | None = None
     engine: Engine | None = None
+    decisions: DecisionRecorder | None = None
     consumer: EventConsumer | None = None
+    # held by one replica at a time: that one runs periodic and proactive evaluation
+    lease: Lease | None = None
+    # while Redis or NATS does not answer: intake paused, health NOT_SERVING
+    dependencies: DependencyMonitor | None = None
     admin_address: str | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -141,12 +156,19 @@ class Service:
         settings = self.settings
         if settings.nats_url is None or settings.redis_url is None:
             raise ValueError("the service needs NATS_URL and REDIS_URL (svc run embeds both)")
-        self.nc = await nats.connect(settings.nats_url, name="triggers")
+        self.nc = await connect_nats(settings)
         self.js = self.nc.jetstream()
-        await ensure_streams(self.js, settings)
-        self.redis = Redis.from_url(settings.redis_url)
+        await until_reachable(lambda: ensure_streams(self.js, settings), "NATS JetStream")
+        self.redis = redis_client(settings)
         state = RedisState(self.redis, Keys(settings.key_prefix))
-        await state.start()
+        await until_reachable(state.start, "Redis")
+        self.lease = Lease(
+            self.redis,
+            state.keys.periodic_lease,
+            state.scripts,
+            ttl_ms=settings.lease_ttl_ms,
+            renew_interval_ms=settings.lease_renew_interval_ms,
+        )
         store = AutomationStore(self.js, settings)
         publisher: Publisher = JetStreamPublisher(self.js, settings)
         if self.instruments is not None:
@@ -162,17 +184,41 @@ class Service:
             settings=engine_settings,
             tracer=trace.get_tracer("svc.engine", tracer_provider=self.tracer_provider),
         )
-        self.consumer = EventConsumer(self.js, settings, self._handle)
+        if settings.decisions_enabled:
+            self.engine.record_decisions = True
+            self.decisions = DecisionRecorder(self.nc, settings)
+        self.dependencies = DependencyMonitor(
+            {
+                "Redis": self.redis.ping,
+                "NATS": lambda: nats_check(self.nc, self.js, settings.dependency_timeout_s),
+            },
+            interval_s=settings.dependency_check_interval_s,
+            timeout_s=settings.dependency_timeout_s,
+            on_change=self._serving,
+        )
+        self.consumer = EventConsumer(
+            self.js, settings, self._handle, ready=self.dependencies.available
+        )
         if self.instruments is not None:
             self.instruments.observe_lag(lambda: self.consumer.num_pending if self.consumer else 0)
         backend = ServiceBackend(store, self.engine, self._lock)
         self._grpc, self._health, self.admin_address = await start_admin_server(
-            backend, settings.grpc_address
+            backend,
+            settings.grpc_address,
+            security=AdminSecurity.from_settings(settings),
+            health_address=settings.health_address,
         )
         self._tasks.append(asyncio.create_task(self._watch(store), name="automation watcher"))
         # the watcher loads every stored automation first; evaluation waits for that
         await self._loaded.wait()
         self._tasks.append(asyncio.create_task(self._periodic(), name="periodic evaluation"))
+        self._tasks.append(
+            asyncio.create_task(self.lease.run(self._stopping), name="periodic lease")
+        )
+        # its first check, at once, lets the consumer fetch (or reports NOT_SERVING)
+        self._tasks.append(
+            asyncio.create_task(self.dependencies.run(self._stopping), name="dependency checks")
+        )
         self._tasks.append(asyncio.create_task(self.consumer.run(), name="event consumer"))
         logger.info("triggers service started; admin API on %s", self.admin_address)
 
@@ -184,13 +230,22 @@ class Service:
                 continue
             try:
                 async with self._lock:
-                    if change.kind == "put" and change.automation is not None:
-                        await self.engine.load(change.automation)
-                    else:
-                        self.engine.forget(change.automation_id)
+                    # Never skipped for an outage: a replica that missed a change would ack
+                    # that automation's events unevaluated for good (the crash harness found
+                    # one doing so after a Redis restart). Retried under the lock instead, so
+                    # no later event is evaluated before it is applied.
+                    await until_reachable(
+                        lambda c=change: self._apply(c), "Redis (applying an automation change)"
+                    )
             except Exception:
                 # one bad change must not stop the watcher (Prefect's listener keeps going)
                 logger.exception("could not apply a change to automation %s", change.automation_id)
+
+    async def _apply(self, change: AutomationChange) -> None:
+        if change.kind == "put" and change.automation is not None:
+            await self.engine.load(change.automation)
+        else:
+            self.engine.forget(change.automation_id)
 
     async def _handle(self, messages: Sequence[EventMessage]) -> list[str | None]:
         started = time.perf_counter()
@@ -198,37 +253,77 @@ class Service:
             results = await self.engine.handle_batch(
                 [m.body for m in messages], carriers=[m.headers for m in messages]
             )
+        await self._record_decisions()
         if self.instruments is not None:
             self.instruments.evaluation_latency_s.record(time.perf_counter() - started)
-            for result in results:
-                self.instruments.events.add(1, {"outcome": str(result.outcome)})
-                if result.outcome == Outcome.dead_letter:
-                    self.instruments.dead_lettered.add(1)
+            # one add per outcome and batch: an add costs microseconds, an event must not
+            outcomes = Counter(result.outcome for result in results)
+            for outcome, count in outcomes.items():
+                self.instruments.events.add(count, {"outcome": str(outcome)})
+            if outcomes[Outcome.dead_letter]:
+                self.instruments.dead_lettered.add(outcomes[Outcome.dead_letter])
         return [r.reason if r.outcome == Outcome.dead_letter else None for r in results]
 
     async def _periodic(self) -> None:
-        """Periodic and proactive evaluation on the timer (SEMANTICS 8, 9); the first run is
-        immediate. Errors are logged and the loop goes on."""
+        """Periodic and proactive evaluation on the timer (SEMANTICS 8, 9), on the one
+        replica holding the lease (DESIGN "Scale"): only it drains outboxes, sweeps and runs
+        proactive evaluation. It runs at once when it takes the lease. Errors are logged and
+        the loop goes on."""
         while not self._stopping.is_set():
+            self.lease.gained.clear()
             try:
-                async with self._lock:
-                    await self.engine.periodic_evaluation()
-                    await self.engine.evaluate_proactive_triggers()
+                if self.lease.held and self.dependencies.available.is_set():
+                    async with self._lock:
+                        # the lease is checked again between the two: it may run out meanwhile
+                        if self.lease.held:
+                            await self.engine.periodic_evaluation()
+                        if self.lease.held:
+                            await self.engine.evaluate_proactive_triggers()
             except Exception:
                 logger.exception("periodic evaluation failed; trying again next period")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._stopping.wait(), timeout=self.settings.periodic_interval_s
-                )
+            await self._record_decisions()
+            await self._next_round()
+
+    async def _record_decisions(self) -> None:
+        """Hand what the engine decided since the last call to the decisions stream."""
+        if self.engine is None or not self.engine.decisions:
+            return
+        decisions, self.engine.decisions = self.engine.decisions, []
+        if self.instruments is not None:
+            steps = Counter(step for decision in decisions for step in decision.steps.split())
+            for step, count in steps.items():
+                self.instruments.decisions.add(count, {"decision": step})
+        if self.decisions is not None:
+            await self.decisions.record(decisions, to_micros(self.clock.now()))
+
+    async def _next_round(self) -> None:
+        """Wait one period, or less: until stop, or until this replica takes the lease."""
+        waiters = [asyncio.ensure_future(e.wait()) for e in (self._stopping, self.lease.gained)]
+        try:
+            await asyncio.wait(
+                waiters, timeout=self.settings.periodic_interval_s,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _serving(self, available: bool) -> None:
+        if self._health is not None:
+            await set_serving(self._health, available)
 
     async def stop(self) -> None:
         """Graceful: stop fetching, finish and ack the batch in flight, then close."""
         self._stopping.set()
+        await self._serving(False)  # load balancers stop sending calls first
         if self.consumer is not None:
             await self.consumer.stop()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.lease is not None:
+            # another replica takes periodic evaluation over now, not after the lease's TTL
+            await self.lease.release()
         if self._grpc is not None:
             await self._grpc.stop(grace=2.0)
         if self.nc is not None:

@@ -13,6 +13,8 @@ from typing import Protocol
 from uuid import UUID
 
 from svc.domain.automations import Automation
+from svc.domain.events import ReceivedEvent
+from svc.explain import Explanation
 
 
 @dataclass(frozen=True)
@@ -66,4 +68,8 @@ class AdminBackend(Protocol):
 
     def lint(self, automation: Automation) -> list[str]:
         """Warnings about a valid automation (things that are rarely meant)."""
+        ...
+
+    async def explain(self, automation: Automation, event: ReceivedEvent) -> Explanation:
+        """What evaluating `event` against the automation would do now, changing nothing."""
         ...

@@ -21,6 +21,8 @@ from svc.admin.backend import BucketView
 from svc.admin.generated.triggers.admin.v1 import admin_pb2 as pb
 from svc.domain.automations import Automation
 from svc.domain.errors import InvalidAutomation
+from svc.domain.firings import from_micros
+from svc.explain import CompositeExplanation, Explanation, TriggerExplanation, render
 
 # Protobuf's Struct holds every number as a double; whole numbers up to this size are exact
 # doubles, so they are given back as JSON integers (larger ones stay floats).
@@ -359,3 +361,88 @@ def bucket_message(bucket: BucketView) -> pb.Bucket:
     message.start.FromDatetime(bucket.start)
     message.end.FromDatetime(bucket.end)
     return message
+
+
+# -- explain --
+
+
+def explanation_message(explanation: Explanation) -> pb.ExplainEventResponse:
+    """ExplainEvent's answer: the explanation's fields, and its text for a terminal."""
+    return pb.ExplainEventResponse(
+        intake=explanation.intake,
+        intake_reason=explanation.intake_reason,
+        loaded=explanation.loaded,
+        triggers=[_trigger_explanation(t) for t in explanation.triggers],
+        composites=[_composite_explanation(c) for c in explanation.composites],
+        event_json=orjson.dumps(explanation.event.to_json()).decode(),
+        text=render(explanation),
+    )
+
+
+def _trigger_explanation(t: TriggerExplanation) -> pb.TriggerExplanation:
+    message = pb.TriggerExplanation(
+        trigger_id=str(t.trigger.id),
+        path=t.path,
+        interested=t.interested,
+        name_reason=t.name.reason,
+        expected=t.name.expected,
+        starts_after=t.name.starts_after,
+        expect_pattern=t.name.expect_pattern or "",
+        after_pattern=t.name.after_pattern or "",
+        resource_failures=list(t.resources.failures),
+        bucketing_key=list(t.key),
+        held_events=t.held_events,
+        decision=t.decision,
+        firing_ids=list(t.firing_ids),
+    )
+    if t.bucket is not None:
+        b = t.bucket
+        last = b.last_event or {}
+        message.bucket.CopyFrom(
+            bucket_message(
+                BucketView(
+                    key=b.key,
+                    start=from_micros(b.start_us),
+                    end=from_micros(b.end_us),
+                    count=b.count,
+                    last_event_id=last.get("id"),
+                    last_event_name=last.get("event"),
+                    last_operation=b.last_operation,
+                )
+            )
+        )
+    if t.bucket_after is not None:
+        start, end, count = t.bucket_after
+        message.bucket_after.CopyFrom(
+            bucket_message(
+                BucketView(
+                    key=t.key,
+                    start=from_micros(start),
+                    end=from_micros(end),
+                    count=count,
+                    last_event_id=None,
+                    last_event_name=None,
+                    last_operation="",
+                )
+            )
+        )
+    return message
+
+
+def _composite_explanation(c: CompositeExplanation) -> pb.CompositeExplanation:
+    stored = []
+    for child in c.stored:
+        entry = pb.StoredChildFiring(
+            trigger_id=str(child.trigger_id), path=child.path, firing_id=child.firing_id
+        )
+        entry.at.FromDatetime(child.at)
+        stored.append(entry)
+    return pb.CompositeExplanation(
+        trigger_id=str(c.trigger.id),
+        path=c.path,
+        kind=c.trigger.type,
+        expected_firings=c.trigger.num_expected_firings,
+        stored=stored,
+        missing=list(c.missing),
+        decision=c.decision,
+    )

@@ -27,7 +27,12 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from svc.admin.backend import AdminBackend
-from svc.admin.convert import bucket_message, stored_automation, to_document
+from svc.admin.convert import (
+    bucket_message,
+    explanation_message,
+    stored_automation,
+    to_document,
+)
 from svc.admin.generated.triggers.admin.v1 import admin_pb2 as pb
 from svc.admin.generated.triggers.admin.v1 import admin_pb2_grpc as pb_grpc
 from svc.domain.automations import (
@@ -36,7 +41,8 @@ from svc.domain.automations import (
     SequenceTrigger,
     parse_automation,
 )
-from svc.domain.errors import DomainValidationError, FieldError, InvalidAutomation
+from svc.domain.errors import DomainValidationError, FieldError, InvalidAutomation, InvalidEvent
+from svc.domain.events import ReceivedEvent, validate_event
 
 logger = logging.getLogger(__name__)
 
@@ -341,6 +347,32 @@ class AutomationAdminServicer(pb_grpc.AutomationAdminServiceServicer):
             )
         buckets = await self._backend.trigger_buckets(automation.id, trigger_id)
         return pb.GetTriggerBucketsResponse(buckets=[bucket_message(b) for b in buckets])
+
+    @_rpc
+    async def ExplainEvent(
+        self, request: pb.ExplainEventRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ExplainEventResponse:
+        automation = await self._existing(_uuid(request.automation_id, "automation_id"))
+        event = self._event(request.event_json)
+        return explanation_message(await self._backend.explain(automation, event))
+
+    def _event(self, text: str) -> ReceivedEvent:
+        """The event to explain; a missing id is fresh and a missing `occurred` is now, as
+        `python -m svc events publish` fills them. Errors name `event_json.<field>`."""
+        try:
+            document = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise InvalidEvent.single("event_json", f"not valid JSON: {exc}") from None
+        if not isinstance(document, dict):
+            raise InvalidEvent.single("event_json", "must be a JSON object (one event)")
+        now = self._now()
+        document = {"id": str(uuid.uuid4()), "occurred": now.isoformat(), **document}
+        try:
+            return validate_event(document, received=now)
+        except InvalidEvent as exc:
+            raise InvalidEvent(
+                [FieldError(f"event_json.{e.path}".rstrip("."), e.message) for e in exc.errors]
+            ) from None
 
 
 def _same_uuid(given: Any, automation_id: UUID) -> bool | None:

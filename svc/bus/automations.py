@@ -4,9 +4,10 @@ document. The admin API writes it; every replica watches it to load and forget a
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 from uuid import UUID
@@ -22,6 +23,11 @@ from svc.domain.automations import Automation, parse_automation_json
 from svc.domain.errors import InvalidAutomation
 
 logger = logging.getLogger(__name__)
+
+# How nats.py names the subject of a KV key (nats.js.kv: `$KV.<bucket>.<key>`).
+KV_PRE = "$KV.{bucket}."
+# Writes of put_many awaiting their acknowledgement at once.
+PUT_MANY_WINDOW = 1_000
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,28 @@ class AutomationStore:
         """Store (create or replace) an automation; returns its new revision."""
         kv = await self.bucket()
         return await kv.put(str(automation.id), orjson.dumps(automation.to_json()))
+
+    async def put_many(
+        self,
+        automations: Iterable[Automation],
+        on_progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """Store many automations with up to PUT_MANY_WINDOW writes in flight (a bulk load:
+        one `put` waits for each acknowledgement in turn); returns how many were stored.
+
+        Every replica's watcher loads them as it does any put."""
+        await self.bucket()  # looked up once, so a missing bucket fails here, not per write
+        subject = KV_PRE.format(bucket=self.settings.automations_bucket)
+        stored = 0
+        pending: list[asyncio.Future[object]] = []
+        for automation in automations:
+            body = orjson.dumps(automation.to_json())
+            pending.append(await self.js.publish_async(f"{subject}{automation.id}", body))
+            if len(pending) >= PUT_MANY_WINDOW:
+                stored += await _settled(pending, on_progress)
+                pending = []
+        stored += await _settled(pending, on_progress)
+        return stored
 
     async def get(self, automation_id: UUID) -> Automation | None:
         """The stored automation, or None if there is none (or it no longer parses: logged)."""
@@ -121,6 +149,16 @@ class AutomationStore:
             # by itself after its inactive threshold.
             with contextlib.suppress(NatsError):
                 await watcher.stop()
+
+
+async def _settled(
+    pending: list[asyncio.Future[object]], on_progress: Callable[[int], None] | None
+) -> int:
+    """Wait for every acknowledgement (raising the first failure); returns how many."""
+    await asyncio.gather(*pending)
+    if on_progress is not None:
+        on_progress(len(pending))
+    return len(pending)
 
 
 def _change(entry: KeyValue.Entry) -> AutomationChange | None:

@@ -27,6 +27,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
+from svc.bus.pull import PullSource
 from svc.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -68,10 +69,19 @@ class EventConsumer:
     The counters are plain attributes for the telemetry layer to read.
     """
 
-    def __init__(self, js: JetStreamContext, settings: Settings, handler: EventHandler):
+    def __init__(
+        self,
+        js: JetStreamContext,
+        settings: Settings,
+        handler: EventHandler,
+        ready: asyncio.Event | None = None,
+    ):
         self.js = js
         self.settings = settings
         self.handler = handler
+        # fetch only while this is set (None: always); cleared while a dependency is down,
+        # so nothing is fetched that could not be handled
+        self.ready = ready
         self.processed = 0  # messages acked after the handler (dead letters included)
         self.dead_lettered = 0
         self.batches = 0
@@ -109,12 +119,19 @@ class EventConsumer:
         self._stopped.clear()
         try:
             await self.ensure_consumer()
-            subscription = await self.js.pull_subscribe_bind(
-                self.settings.consumer_name, stream=self.settings.events_stream
+            subscription = await PullSource.bind(
+                self.js,
+                self.settings.events_stream,
+                self.settings.consumer_name,
+                expires_s=self.settings.fetch_timeout_s,
             )
             try:
                 while not self._stopping.is_set():
-                    await self._step(subscription)
+                    if self.ready is None or self.ready.is_set():
+                        await self._step(subscription)
+                    else:
+                        await self._until_ready()
+                await self._handle_fetched_ahead(subscription)
             finally:
                 with contextlib.suppress(Exception):  # the connection may be closing already
                     await subscription.unsubscribe()
@@ -128,7 +145,7 @@ class EventConsumer:
         if self._running:
             await self._stopped.wait()
 
-    async def _step(self, subscription: JetStreamContext.PullSubscription) -> None:
+    async def _step(self, subscription: PullSource) -> None:
         """One fetch and its batch. The only broad `except` of the loop is here."""
         try:
             messages = await self._fetch(subscription)
@@ -159,7 +176,28 @@ class EventConsumer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), timeout=pause_s)
 
-    async def _fetch(self, subscription: JetStreamContext.PullSubscription) -> list[Msg]:
+    async def _until_ready(self) -> None:
+        """Wait until fetching may go on, or stop() is called."""
+        waiters = [asyncio.ensure_future(e.wait()) for e in (self.ready, self._stopping) if e]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def _handle_fetched_ahead(self, source: PullSource) -> None:
+        """On stop, what the source fetched ahead is handled and acked like any batch, so a
+        graceful stop leaves nothing unacknowledged (a failed batch is nak'd)."""
+        messages = await source.drain(self.settings.fetch_timeout_s)
+        batch = self.settings.fetch_batch
+        for start in range(0, len(messages), batch):
+            try:
+                await self._handle_batch(messages[start : start + batch])
+            except Exception:
+                self.errors += 1
+                logger.exception("event batch fetched ahead failed while the consumer stopped")
+
+    async def _fetch(self, subscription: PullSource) -> list[Msg]:
         try:
             return await subscription.fetch(
                 self.settings.fetch_batch, timeout=self.settings.fetch_timeout_s

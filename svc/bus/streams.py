@@ -2,7 +2,8 @@
 
 Safe to run from every replica at start, at the same time: creating a stream that already
 exists with the same configuration is a no-op for JetStream, and an existing stream is only
-updated in the fields this service owns (subjects, duplicate window, KV history), so limits an
+updated in the fields this service owns (subjects, duplicate window, KV history, the decisions
+stream's age and size limits), so limits an
 operator set by hand (max age, replicas, ...) are kept.
 """
 
@@ -47,11 +48,13 @@ class _Owned:
     subjects: tuple[str, ...]
     duplicate_window_s: float | None = None  # None: the server's default, not managed
     history: int | None = None  # KV buckets only: values kept per key
+    max_age_s: float | None = None  # None: the server's default (no limit), not managed
+    max_bytes: int | None = None  # None: the server's default (no limit), not managed
 
 
 def desired_streams(settings: Settings) -> list[_Owned]:
     """Every stream the service needs, derived from the settings in one place."""
-    return [
+    streams = [
         _Owned("events_stream", settings.events_stream, (f"{settings.events_subject_prefix}.>",)),
         _Owned(
             "actions_stream",
@@ -67,6 +70,17 @@ def desired_streams(settings: Settings) -> list[_Owned]:
             history=1,
         ),
     ]
+    if settings.decisions_enabled:
+        streams.append(
+            _Owned(
+                "decisions_stream",
+                settings.decisions_stream,
+                (f"{settings.decisions_subject_prefix}.>",),
+                max_age_s=settings.decisions_max_age_s,
+                max_bytes=settings.decisions_max_bytes,
+            )
+        )
+    return streams
 
 
 def subjects_overlap(a: str, b: str) -> bool:
@@ -117,15 +131,15 @@ async def ensure_streams(js: JetStreamContext, settings: Settings) -> None:
     """
     check_names(settings)
     for stream in desired_streams(settings):
-        await _ensure(js, stream)
+        await _ensure(js, stream, settings.stream_replicas)
 
 
-async def _ensure(js: JetStreamContext, stream: _Owned) -> None:
+async def _ensure(js: JetStreamContext, stream: _Owned, replicas: int = 1) -> None:
     for _ in range(ENSURE_ATTEMPTS):
         try:
             current = (await js.stream_info(stream.name)).config
         except NotFoundError:
-            if await _create(js, stream):
+            if await _create(js, stream, replicas):
                 return
             continue  # created by another replica meanwhile: look again, then update
         wanted = _updated(current, stream)
@@ -142,14 +156,17 @@ async def _ensure(js: JetStreamContext, stream: _Owned) -> None:
     )
 
 
-async def _create(js: JetStreamContext, stream: _Owned) -> bool:
-    """Create the stream; False when another replica created it with a different config."""
+async def _create(js: JetStreamContext, stream: _Owned, replicas: int = 1) -> bool:
+    """Create the stream (with `replicas` copies on a cluster); False when another replica
+    created it with a different config."""
     try:
         if stream.history is not None:
             bucket = stream.name.removeprefix(KV_STREAM.format(bucket=""))
-            await js.create_key_value(KeyValueConfig(bucket=bucket, history=stream.history))
+            await js.create_key_value(
+                KeyValueConfig(bucket=bucket, history=stream.history, replicas=replicas)
+            )
         else:
-            await js.add_stream(_new_config(stream))
+            await js.add_stream(_new_config(stream, replicas))
     except BadRequestError as exc:
         if exc.err_code == STREAM_NAME_IN_USE:
             return False
@@ -158,10 +175,14 @@ async def _create(js: JetStreamContext, stream: _Owned) -> bool:
     return True
 
 
-def _new_config(stream: _Owned) -> StreamConfig:
-    config = StreamConfig(name=stream.name, subjects=list(stream.subjects))
+def _new_config(stream: _Owned, replicas: int = 1) -> StreamConfig:
+    config = StreamConfig(name=stream.name, subjects=list(stream.subjects), num_replicas=replicas)
     if stream.duplicate_window_s is not None:
         config.duplicate_window = stream.duplicate_window_s
+    if stream.max_age_s is not None:
+        config.max_age = stream.max_age_s
+    if stream.max_bytes is not None:
+        config.max_bytes = stream.max_bytes
     return config
 
 
@@ -176,6 +197,10 @@ def _updated(current: StreamConfig, stream: _Owned) -> StreamConfig:
         changes["duplicate_window"] = stream.duplicate_window_s
     if stream.history is not None and current.max_msgs_per_subject != stream.history:
         changes["max_msgs_per_subject"] = stream.history
+    if stream.max_age_s is not None and not _same_seconds(current.max_age, stream.max_age_s):
+        changes["max_age"] = stream.max_age_s
+    if stream.max_bytes is not None and current.max_bytes != stream.max_bytes:
+        changes["max_bytes"] = stream.max_bytes
     return dataclasses.replace(current, **changes) if changes else current
 
 

@@ -111,12 +111,15 @@ class TriggerIndex(Generic[T]):
                     found.update(pattern.trigger_ids)
         return [self._triggers[i] for i in sorted(found, key=self._added.__getitem__)]
 
-    def interested(self, event: NamedEvent) -> list[T]:
-        """Candidates whose name coverage and resource coverage accept the event (2.7)."""
+    def interested(self, event: NamedEvent, candidates: list[T] | None = None) -> list[T]:
+        """Candidates whose name coverage and resource coverage accept the event (2.7);
+        `candidates`, when the caller has them already, are `candidates(event.event)`."""
         name = event.event
+        if candidates is None:
+            candidates = self.candidates(name)
         return [
             trigger
-            for trigger in self.candidates(name)
+            for trigger in candidates
             if trigger.patterns.covers(name) and trigger.covers(event)
         ]
 

@@ -8,20 +8,24 @@ from uuid import UUID
 from svc.domain.automations import Automation, EventTrigger, Posture
 from svc.domain.events import RESOURCE_ID, RESOURCE_NAME, ReceivedEvent
 from svc.domain.firings import AUTOMATION_TRIGGERED
+from svc.domain.matching import glob_match, is_exact
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _own_triggered_event(automation: Automation, trigger: EventTrigger) -> ReceivedEvent:
-    """The `prefect.automation.triggered` event this automation publishes when it fires."""
+def _own_triggered_event(automation: Automation) -> ReceivedEvent:
+    """The `prefect.automation.triggered` event this automation publishes when it fires
+    (SEMANTICS 7.3: the posture label only when the top-level trigger is an event trigger)."""
+    resource = {
+        RESOURCE_ID: f"prefect.automation.{automation.id}",
+        RESOURCE_NAME: automation.name,
+    }
+    if isinstance(automation.trigger, EventTrigger):
+        resource["prefect.posture"] = str(automation.trigger.posture)
     return ReceivedEvent(
         occurred=_EPOCH,
         event=AUTOMATION_TRIGGERED,
-        resource={
-            RESOURCE_ID: f"prefect.automation.{automation.id}",
-            RESOURCE_NAME: automation.name,
-            "prefect.posture": str(trigger.posture),
-        },
+        resource=resource,
         related=[
             {RESOURCE_ID: "prefect.event.00000000-0000-0000-0000-000000000000",
              "prefect.resource.role": "triggering-event"}
@@ -32,11 +36,11 @@ def _own_triggered_event(automation: Automation, trigger: EventTrigger) -> Recei
 
 def lint_automation(automation: Automation) -> list[str]:
     """What a reviewer would flag: a firing loop, a trigger that matches every event, and a
-    proactive `after` trigger whose unrelated runs share one bucket."""
+    proactive `after` trigger whose unrelated runs or states share one bucket."""
     warnings: list[str] = []
+    own = _own_triggered_event(automation)
     for trigger in automation.event_triggers():
         where = f"trigger {trigger.id}"
-        own = _own_triggered_event(automation, trigger)
         if trigger.patterns.index_hit(own.event) and trigger.covers(own) and trigger.expects(
             own.event
         ):
@@ -57,4 +61,23 @@ def lint_automation(automation: Automation) -> list[str]:
                 "shares one bucket, so unrelated runs arm and satisfy each other; add "
                 "`for_each` (for example prefect.resource.id)"
             )
+        warnings += _after_covers_expect(trigger, where)
     return warnings
+
+
+def _after_covers_expect(trigger: EventTrigger, where: str) -> list[str]:
+    """A Proactive trigger whose `after` wildcard also matches an `expect` name: the event
+    that should satisfy a window (a run's final state) also arms it, so the states of one run
+    share one bucket and each satisfied window restarts and fires if nothing follows
+    (SEMANTICS 6 step 6). `after X, expect X` (a heartbeat) is meant, and not flagged."""
+    if trigger.posture != Posture.Proactive:
+        return []
+    return [
+        f"{where} is Proactive and its `after` pattern {pattern!r} also matches the expected "
+        f"{name!r}: that event re-arms the window it satisfies, so a fresh window starts "
+        "and fires if nothing follows; list the `after` states explicitly"
+        for name in sorted(trigger.expect)
+        if name not in trigger.after and is_exact(name)
+        for pattern in sorted(trigger.after)
+        if not is_exact(pattern) and glob_match(pattern, name)
+    ]

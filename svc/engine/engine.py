@@ -7,12 +7,13 @@ publisher once they are recorded in an outbox.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 from uuid import UUID, uuid5
 
 import orjson
@@ -160,12 +161,39 @@ class LoadedAutomation:
     generation: str
     event_keys: dict[UUID, TriggerKeys] = field(default_factory=dict)
     composite_keys: dict[UUID, CompositeKeys] = field(default_factory=dict)
+    # what every reactive-7 call of a trigger shares, built on its first event
+    reactive_parts: dict[UUID, ReactiveParts] = field(default_factory=dict)
 
     def seed(self, trigger_id: UUID) -> str:
         return f"{trigger_id}:{self.generation}"
 
 
+@dataclass(frozen=True)
+class ReactiveParts:
+    """The parts of a trigger's reactive-7 calls that are the same for every event."""
+
+    flags: str  # reactive, has_after, immediate, holds_events ('1' or '0' each)
+    keys: list[str]
+    tail: list[Any]  # threshold, within, lookback, seed, held-event horizon (ARGV 7-11)
+
+
 BucketBrief = tuple[int, int, int]
+# A bucketing key: the trigger's for_each labels' values in the event, in label order.
+Key = tuple[str, ...]
+
+
+class EventBodies(dict[UUID, bytes]):
+    """Each event's JSON in Prefect's shape, made on first use: it goes into the scripts of
+    the triggers interested in the event and into a parked follower's record, and most
+    events have neither."""
+
+    def __init__(self, events: Sequence[ReceivedEvent]):
+        super().__init__()
+        self._events = {e.id: e for e in events}
+
+    def __missing__(self, event_id: UUID) -> bytes:
+        body = self[event_id] = orjson.dumps(self._events[event_id].to_json())
+        return body
 
 
 def brief_bucket(raw: bytes | str | None) -> BucketBrief | None:
@@ -384,10 +412,13 @@ class Engine:
                 results[position] = IntakeResult(Outcome.skipped, event)
                 continue
             decoded.append((position, event))
-        seen = await self.state.seen([e.id for _, e in decoded], now_us, micros(SEEN_HORIZON))
+        seen, waited = await self.state.intake_check(
+            [e.id for _, e in decoded], now_us, micros(SEEN_HORIZON)
+        )
         fresh: list[tuple[int, ReceivedEvent]] = []
         ids: set[UUID] = set()
-        for (position, event), was_seen in zip(decoded, seen, strict=True):
+        leaders: set[UUID] = set()
+        for (position, event), was_seen, has_followers in zip(decoded, seen, waited, strict=True):
             # a second copy in the same batch is a duplicate of the first, as it would be
             # once the first is processed and marked seen
             if was_seen or event.id in ids:
@@ -395,11 +426,13 @@ class Engine:
                 continue
             ids.add(event.id)
             fresh.append((position, event))
+            if has_followers:
+                leaders.add(event.id)
         for position, event in decoded:
             spans[position].set_attributes({"event.id": str(event.id), "event.name": event.event})
         self._spans.update((event.id, spans[position]) for position, event in fresh)
         try:
-            parked = await self.reactive_evaluation([e for _, e in fresh])
+            parked = await self.reactive_evaluation([e for _, e in fresh], leaders=leaders)
         finally:
             for _, event in fresh:
                 self._spans.pop(event.id, None)
@@ -411,15 +444,20 @@ class Engine:
     # ------------------------------------------------------------------ reactive (5.2, 10)
 
     async def reactive_evaluation(
-        self, events: Sequence[ReceivedEvent], depth: int = 0
+        self,
+        events: Sequence[ReceivedEvent],
+        depth: int = 0,
+        leaders: set[UUID] | None = None,
     ) -> set[UUID]:
         """Evaluate a batch of events, in order, for every interested trigger; return the ids
-        of the events parked to wait for their leader.
+        of the events parked to wait for their leader. `leaders`, when intake knows them
+        already, are the events that have parked followers.
 
-        Round trips: one for the clock, the causal-ordering gate and the follower check; one
-        per segment of the batch (a segment ends at an event that has parked followers, which
-        are released right after it, as Prefect does); one to drain the outboxes of the
-        firings decided (when there are any)."""
+        Round trips: one for the clock, the causal-ordering gate and the follower check (none
+        when no event must wait for its leader and `leaders` are known: the clock then ticks
+        in the first segment's round trip); one per segment of the batch (a segment ends at
+        an event that has parked followers, which are released right after it, as Prefect
+        does); one to drain the outboxes of the firings decided (when there are any)."""
         if not events:
             return set()
         now, now_us = self._now_us()
@@ -431,17 +469,19 @@ class Engine:
                 "followers of depth %d are too deep; they wait as lost followers", depth
             )
             return set()
-        bodies = {e.id: orjson.dumps(e.to_json()) for e in events}
-        # 2. the causal-ordering gate
-        proceeding, parked, leaders = await self._gate(events, bodies, latest, now, now_us)
+        bodies = EventBodies(events)
+        # 2. the causal-ordering gate; `pending` is what it left for the first segment to send
+        proceeding, parked, leaders, pending = await self._gate(
+            events, bodies, latest, now, now_us, leaders
+        )
         # 3-5. evaluate segment by segment, releasing followers after their leader
         segment: list[ReceivedEvent] = []
         for event in proceeding:
             segment.append(event)
             if event.id in leaders:
-                await self._evaluate_segment(segment, bodies, now_us, depth)
-                segment = []
-        await self._evaluate_segment(segment, bodies, now_us, depth)
+                await self._evaluate_segment(segment, bodies, now_us, depth, pending)
+                segment, pending = [], []
+        await self._evaluate_segment(segment, bodies, now_us, depth, pending)
         return parked
 
     async def _gate(
@@ -451,9 +491,11 @@ class Engine:
         latest_us: int,
         now: datetime,
         now_us: int,
-    ) -> tuple[list[ReceivedEvent], set[UUID], set[UUID]]:
-        """SEMANTICS 10.1 step 3 for a batch: which events proceed, which are parked, and
-        which have parked followers waiting for them."""
+        leaders: set[UUID] | None = None,
+    ) -> tuple[list[ReceivedEvent], set[UUID], set[UUID], list[Call]]:
+        """SEMANTICS 10.1 step 3 for a batch: which events proceed, which are parked, which
+        have parked followers waiting for them (unless `leaders` says), and the calls left
+        to send before the first segment: the clock's tick, when nothing had to be asked."""
         position = {e.id: i for i, e in enumerate(events)}
         horizon = micros(SEEN_HORIZON)
         calls: list[Call] = [self.state.tick(latest_us, now_us)]
@@ -468,6 +510,10 @@ class Engine:
                 continue
             parking.append(event)
             calls.append(self._park(event, bodies, now_us, horizon))
+        if leaders is not None and not parking:
+            # nothing to ask before evaluating: the tick goes with the first segment
+            return list(events), set(), leaders, calls
+        # asked after the parks, so a leader of this batch sees its followers parked just now
         calls += [self.state.has_followers(e.id) for e in events]
         results = await self.state.call_many(calls)
         parked = {e.id for e, r in zip(parking, results[1:], strict=False) if r == b"parked"}
@@ -485,7 +531,7 @@ class Engine:
                 [self._park(e, bodies, now_us, horizon) for e in late]
             )
             parked |= {e.id for e, r in zip(late, answers, strict=True) if r == b"parked"}
-        return [e for e in events if e.id not in parked], parked, leaders
+        return [e for e in events if e.id not in parked], parked, leaders, []
 
     def _park(
         self, event: ReceivedEvent, bodies: dict[UUID, bytes], now_us: int, horizon: int
@@ -512,54 +558,113 @@ class Engine:
         bodies: dict[UUID, bytes],
         now_us: int,
         depth: int,
+        before: Sequence[Call] = (),
     ) -> None:
-        """One pipeline: each event's trigger scripts, then its finish (seen mark)."""
+        """One pipeline: `before` (the clock's tick, at most), each event's trigger scripts,
+        then the segment's finish (seen marks, in order)."""
         if not events:
+            if before:
+                await self.state.call_many(before)
             return
-        calls: list[Call] = []
+        calls: list[Call] = list(before)
         # each trigger's automation as loaded now: an admin change may forget it while the
         # scripts run, and what they decided must still be dispatched
-        plan: list[tuple[ReceivedEvent, list[tuple[EventTrigger, LoadedAutomation]]]] = []
+        plan: list[tuple[ReceivedEvent, list[tuple[EventTrigger, LoadedAutomation, Key]]]] = []
         for event in events:
-            triggers: list[EventTrigger] = self.index.interested(event)
-            plan.append((event, [(t, self._owners[t.id]) for t in triggers]))  # type: ignore[index]
-            self._trace_not_covered(event, triggers)
+            candidates: list[EventTrigger] = self.index.candidates(event.event)
+            triggers = self.index.interested(event, candidates) if candidates else candidates
+            if len(triggers) < len(candidates):
+                self._trace_not_covered(event, candidates, triggers)
+            if not triggers:
+                continue
             occurred_us = to_micros(event.occurred)
+            owned = [(t, self._owners[t.id], t.bucketing_key(event)) for t in triggers]  # type: ignore[index]
+            plan.append((event, owned))
             calls += [
-                self._reactive_call(t, event, bodies[event.id], occurred_us, now_us)
-                for t in triggers
+                self._reactive_call(t, event, bodies[event.id], occurred_us, now_us, key)
+                for t, _, key in owned
             ]
-            calls.append(self.state.finish(event.id, now_us))
-        results = iter(await self.state.call_many(calls))
-        drained: list[Call] = []
-        released: list[bytes] = []
-        try:
-            for event, owned in plan:
-                span = self._spans.get(event.id) or trace.INVALID_SPAN
-                for trigger, loaded in owned:
-                    result = next(results)
-                    self._decided(
-                        span, loaded, trigger, result[0].decode(), event,
-                        brief_bucket(result[1]), brief_bucket(result[2]),
-                    )
-                    # what the firing causes is traced under the event that caused it, and
-                    # the publisher carries that trace context on to the action messages
-                    with trace.use_span(span, end_on_exit=False):
-                        for record in result[3:]:
-                            drained += await self._dispatch(loaded, trigger, record)
-                released += next(results)
-        finally:
-            # what was published leaves its outbox even when a later firing fails to
-            # publish, so the periodic drain does not publish it a second time
-            await self.state.call_many(drained)
-        await self._release_followers(released, depth)
+        calls.append(self.state.finish([e.id for e in events], now_us))
+        answers = await self.state.call_many(calls)
+        results = iter(answers[len(before) : -1])
+        # what each firing causes is traced under the event that caused it, and the
+        # publisher carries that trace context on to the action messages
+        firings: list[tuple[trace.Span, LoadedAutomation, EventTrigger, bytes]] = []
+        for event, owned in plan:
+            span = self._spans.get(event.id) or trace.INVALID_SPAN
+            for trigger, loaded, key in owned:
+                result = next(results)
+                self._decided(
+                    span, loaded, trigger, result[0].decode(), event,
+                    brief_bucket(result[1]), brief_bucket(result[2]), key,
+                )
+                firings += [(span, loaded, trigger, record) for record in result[3:]]
+        await self._fire_decided(firings)
+        await self._release_followers([b for found in answers[-1] for b in found], depth)
 
-    def _trace_not_covered(self, event: ReceivedEvent, interested: list[EventTrigger]) -> None:
+    async def _fire_decided(
+        self, firings: Sequence[tuple[trace.Span, LoadedAutomation, EventTrigger, bytes]]
+    ) -> None:
+        """Fire the outbox records the scripts wrote, in order, without waiting for one
+        publish before starting the next: each firing starts once the previous firing of its
+        automation is done (a composite applies its children's firings in order), so
+        different automations' firings are published at once, in order, and a batch waits
+        for about one publish round trip rather than one per firing. What each firing causes
+        is traced under the event that caused it (the publisher carries that context on).
+
+        Then what was published is drained from the outboxes, even when a firing failed to
+        publish, so the periodic drain does not publish it a second time."""
+        if not firings:
+            return
+        drained: list[Call] = []
+
+        async def fire(
+            after: asyncio.Future[None] | None,
+            span: trace.Span,
+            loaded: LoadedAutomation,
+            trigger: EventTrigger,
+            record: bytes,
+        ) -> None:
+            if after is not None:
+                if not after.done():
+                    await asyncio.wait([after])
+                if after.cancelled() or after.exception() is not None:
+                    return  # stays in the outbox, for the periodic drain
+            with trace.use_span(span, end_on_exit=False):
+                drained.extend(await self._dispatch(loaded, trigger, record))
+
+        try:
+            if len(firings) == 1:
+                await fire(None, *firings[0])
+                outcomes: list[BaseException | None] = []
+            else:
+                previous: dict[UUID, asyncio.Future[None]] = {}
+                tasks = []
+                for span, loaded, trigger, record in firings:
+                    automation_id = loaded.automation.id
+                    task = asyncio.ensure_future(
+                        fire(previous.get(automation_id), span, loaded, trigger, record)
+                    )
+                    previous[automation_id] = task
+                    tasks.append(task)
+                outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            await self.state.call_many(drained)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    def _trace_not_covered(
+        self,
+        event: ReceivedEvent,
+        candidates: list[EventTrigger],
+        interested: list[EventTrigger],
+    ) -> None:
         span = self._spans.get(event.id) or trace.INVALID_SPAN
         if not span.is_recording() and not self.record_decisions:
             return
         chosen = {t.id for t in interested}
-        for candidate in self.index.candidates(event.event):
+        for candidate in candidates:
             if candidate.id not in chosen:
                 loaded = self._owners[candidate.id]
                 self._decided(span, loaded, candidate, "not_covered", event)
@@ -573,11 +678,13 @@ class Engine:
         event: ReceivedEvent,
         before: BucketBrief | None = None,
         after: BucketBrief | None = None,
+        key: Key | None = None,
     ) -> None:
         """Put one trigger's decision for an event on its span, and record it when asked."""
         if not span.is_recording() and not self.record_decisions:
             return
-        key = trigger.bucketing_key(event)
+        if key is None:
+            key = trigger.bucketing_key(event)
         if span.is_recording():
             span.add_event(
                 "trigger decision",
@@ -607,10 +714,23 @@ class Engine:
 
     def _reactive_call(
         self, trigger: EventTrigger, event: ReceivedEvent, body: bytes, occurred_us: int,
-        now_us: int,
+        now_us: int, key: Key | None = None,
     ) -> ScriptCall:
         loaded = self._owners[trigger.id]  # type: ignore[index]
+        parts = loaded.reactive_parts.get(trigger.id) or self._reactive_parts(loaded, trigger)  # type: ignore[arg-type]
         name = event.event
+        flags = (
+            parts.flags
+            + ("1" if trigger.starts_after(name) else "0")
+            + ("1" if trigger.expects(name) else "0")
+        )
+        if key is None:
+            key = trigger.bucketing_key(event)
+        args = [str(event.id), body, occurred_us, now_us, orjson.dumps(key), flags, *parts.tail]
+        return ScriptCall(self.state.scripts.reactive, parts.keys, args)
+
+    @staticmethod
+    def _reactive_parts(loaded: LoadedAutomation, trigger: EventTrigger) -> ReactiveParts:
         flags = "".join(
             "1" if flag else "0"
             for flag in (
@@ -618,25 +738,18 @@ class Engine:
                 bool(trigger.after),
                 trigger.immediate,
                 trigger.holds_events,
-                trigger.starts_after(name),
-                trigger.expects(name),
             )
         )
-        args = [
-            str(event.id),
-            body,
-            occurred_us,
-            now_us,
-            orjson.dumps(list(trigger.bucketing_key(event))),
-            flags,
+        tail = [
             trigger.threshold,
             micros(trigger.within),
             micros(PRECEDING_EVENT_LOOKBACK),
             loaded.seed(trigger.id),  # type: ignore[arg-type]
             micros(max(HELD_EXPECT_EVENTS_RETENTION, trigger.within)),
         ]
-        keys = loaded.event_keys[trigger.id]  # type: ignore[index]
-        return ScriptCall(self.state.scripts.reactive, keys.as_list(), args)
+        keys = loaded.event_keys[trigger.id].as_list()  # type: ignore[index]
+        parts = loaded.reactive_parts[trigger.id] = ReactiveParts(flags, keys, tail)  # type: ignore[index]
+        return parts
 
     def reactive_call(self, trigger: EventTrigger, event: ReceivedEvent, now_us: int) -> ScriptCall:
         """The reactive-7 call that evaluates `event` for a loaded trigger, exactly as intake

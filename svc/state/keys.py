@@ -34,6 +34,10 @@ class TriggerKeys:
             self.heldat,
         ]
 
+    def scratch(self, token: str) -> TriggerKeys:
+        """Scratch copies of these keys for a dry run (explain): same hash tag, same slot."""
+        return TriggerKeys(*(f"{key}:dry:{token}" for key in self.as_list()))
+
 
 @dataclass(frozen=True)
 class CompositeKeys:
@@ -45,6 +49,10 @@ class CompositeKeys:
 
     def as_list(self) -> list[str]:
         return [self.children, self.applied, self.outbox]
+
+    def scratch(self, token: str) -> CompositeKeys:
+        """Scratch copies of these keys for a dry run (explain): same hash tag, same slot."""
+        return CompositeKeys(*(f"{key}:dry:{token}" for key in self.as_list()))
 
 
 @dataclass(frozen=True)

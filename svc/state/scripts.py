@@ -26,47 +26,54 @@ def _resolve(source: str) -> str:
 
 @dataclass
 class Script:
-    """One `.lua` file; the number of KEYS is part of its name (`reactive-7.lua`)."""
+    """One `.lua` file; the number of KEYS is part of its name (`reactive-7.lua`), or `n`
+    for a script that takes a whole batch's keys (`finish-n.lua`)."""
 
     name: str
     source: str = field(repr=False)
     sha: str = field(init=False)
-    numkeys: int = field(init=False)
+    numkeys: int | None = field(init=False)  # None: any number
 
     def __post_init__(self) -> None:
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
-        self.numkeys = int(self.name.rsplit("-", 1)[1])
+        count = self.name.rsplit("-", 1)[1]
+        self.numkeys = None if count == "n" else int(count)
 
     @classmethod
     def load(cls, name: str) -> Script:
         return cls(name, _resolve(_read(f"{name}.lua")))
 
-    def _check(self, keys: Sequence[str]) -> None:
+    def _check(self, keys: Sequence[str]) -> int:
+        """The number of keys to send; raises if it is not the script's."""
+        if self.numkeys is None:
+            return len(keys)
         if len(keys) != self.numkeys:
             raise ValueError(f"script {self.name} takes {self.numkeys} keys, got {len(keys)}")
+        return self.numkeys
 
     async def __call__(self, client: Redis, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        self._check(keys)
+        numkeys = self._check(keys)
         try:
-            return await client.evalsha(self.sha, self.numkeys, *keys, *args)
+            return await client.evalsha(self.sha, numkeys, *keys, *args)
         except NoScriptError:
             # The server lost its script cache (restart, failover, SCRIPT FLUSH): load it
             # again and retry once.
             await client.script_load(self.source)
-            return await client.evalsha(self.sha, self.numkeys, *keys, *args)
+            return await client.evalsha(self.sha, numkeys, *keys, *args)
 
     def queue(self, pipe: Pipeline, keys: Sequence[str], args: Sequence[Any]) -> None:
-        self._check(keys)
+        numkeys = self._check(keys)
         # execute_command, not pipe.evalsha: redis-py's cluster pipeline blocks its evalsha
         # method, yet routes an EVALSHA command by its keys like any other
-        pipe.execute_command("EVALSHA", self.sha, self.numkeys, *keys, *args)
+        pipe.execute_command("EVALSHA", self.sha, numkeys, *keys, *args)
 
 
 class Scripts:
     """All scripts of the state layer, registered once."""
 
-    NAMES = ("reactive-7", "proactive-7", "sweep-7", "composite-3", "park-4", "finish-4",
-             "lost-2", "clock-1", "lease_renew-1", "lease_release-1")
+    NAMES = ("reactive-7", "proactive-7", "sweep-7", "composite-3", "park-4", "finish-n",
+             "lost-2", "clock-1", "lease_renew-1", "lease_release-1", "dry_copy-14",
+             "dry_copy_composite-6", "intake-n")
 
     def __init__(self) -> None:
         self.by_name = {name: Script.load(name) for name in self.NAMES}
@@ -75,11 +82,14 @@ class Scripts:
         self.sweep = self.by_name["sweep-7"]
         self.composite = self.by_name["composite-3"]
         self.park = self.by_name["park-4"]
-        self.finish = self.by_name["finish-4"]
+        self.finish = self.by_name["finish-n"]
+        self.intake = self.by_name["intake-n"]
         self.lost = self.by_name["lost-2"]
         self.clock = self.by_name["clock-1"]
         self.lease_renew = self.by_name["lease_renew-1"]
         self.lease_release = self.by_name["lease_release-1"]
+        self.dry_copy = self.by_name["dry_copy-14"]
+        self.dry_copy_composite = self.by_name["dry_copy_composite-6"]
 
     async def load_all(self, client: Redis) -> None:
         """SCRIPT LOAD every script, so pipelined EVALSHA calls find them."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
@@ -10,6 +11,7 @@ import orjson
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from svc.domain.errors import InvalidEvent
 from svc.domain.events import (
@@ -473,3 +475,122 @@ def test_garbage_bodies_raise_only_invalid_event(body: bytes | str) -> None:
         decode_event(body, received=NOW)
     except InvalidEvent as error:
         assert error.errors
+
+
+# ---------------------------------------------------------------- the fast path of decode_event
+
+
+def validated(body: bytes, limits: EventLimits = DEFAULT_LIMITS) -> ReceivedEvent:
+    """What full validation (pydantic, no fast path) makes of a body."""
+    event = ReceivedEvent.model_validate_json(body, context={"limits": limits})
+    if event.received is None:
+        event = event.model_copy(update={"received": NOW})
+    return event
+
+
+_label = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
+_int64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+_uuids = st.uuids().map(str)
+_datetimes = st.one_of(
+    st.datetimes(
+        min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)
+    ).map(lambda d: d.isoformat()),
+    st.sampled_from(
+        [
+            "2026-01-01T11:59:00Z",
+            "2026-01-01T11:59:00.5+05:30",
+            "2026-01-01T11:59:00.123456-08:00",
+            "2026-01-01 11:59:00Z",
+            "2026-01-01T11:59:00",
+            "2026-01-01T11:59:00.1234567Z",
+            "2026-13-01T11:59:00Z",
+            "0001-01-01T00:00:00+05:00",
+            1767268740,
+            None,
+        ]
+    ),
+)
+_resource = st.dictionaries(_label, st.one_of(_label, _int64), max_size=3).map(
+    lambda labels: {"prefect.resource.id": "r", **labels}
+)
+_plain_or_not = st.fixed_dictionaries(
+    {
+        "occurred": _datetimes,
+        "event": st.one_of(_label, _int64),
+        "resource": _resource,
+        "id": st.one_of(_uuids, _uuids.map(str.upper), st.just(EVENT_ID.replace("-", ""))),
+    },
+    optional={
+        "related": st.lists(
+            _resource.map(lambda r: {"prefect.resource.role": "x", **r}), max_size=2
+        ),
+        "payload": st.one_of(
+            st.dictionaries(
+                _label,
+                st.one_of(
+                    st.integers(),  # wider than 64 bits too
+                    st.floats(allow_nan=False, allow_infinity=False),
+                    _label,
+                    st.lists(st.integers(), max_size=2),
+                ),
+                max_size=3,
+            ),
+            st.just([]),
+        ),
+        "follows": st.one_of(st.none(), _uuids, st.just("not-a-uuid")),
+        "received": _datetimes,
+        "extra": _int64,
+    },
+)
+
+
+@given(_plain_or_not)
+@example(event_doc())
+@example(event_doc(received=None))
+@example(event_doc(occurred="2026-01-01T11:59:00.1234567Z"))
+@example(event_doc(resource={"prefect.resource.id": ""}))
+def test_decode_event_agrees_with_full_validation(doc: dict[str, Any]) -> None:
+    """decode_event's fast path (svc/domain/events.py) builds what validation builds, and
+    refuses what validation refuses, with validation's own errors (docs/performance.md)."""
+    body = json.dumps(doc).encode()  # orjson cannot write integers wider than 64 bits
+    try:
+        expected = validated(body)
+    except ValidationError:
+        with pytest.raises(InvalidEvent):
+            decode_event(body, received=NOW)
+        return
+    event = decode_event(body, received=NOW)
+    assert event == expected
+    assert event.to_json() == expected.to_json()
+    assert event.occurred.tzinfo is UTC and event.received.tzinfo is UTC  # type: ignore[union-attr]
+
+
+def test_decode_event_keeps_limits_on_the_fast_path() -> None:
+    """The limits of SEMANTICS 2.1 hold whichever way a body is decoded."""
+    tight = EventLimits(maximum_labels_per_resource=2, maximum_related_resources=1,
+                        maximum_event_name_length=5)
+    for doc in (
+        event_doc(event="toolong"),
+        event_doc(resource={"prefect.resource.id": "r", "a": "1", "b": "2"}),
+        event_doc(related=[{"prefect.resource.id": "r", "prefect.resource.role": "x"}] * 2),
+    ):
+        with pytest.raises(InvalidEvent):
+            decode_event(orjson.dumps(doc), received=NOW, limits=tight)
+
+
+def test_plain_bodies_take_the_fast_path_and_others_fall_back() -> None:
+    """The fast path vouches for plain events only; a body it cannot read as it is (here a
+    payload integer beyond 64 bits, which orjson refuses) is validated the usual way."""
+    from svc.domain.events import _decode_plain_event
+
+    plain = orjson.dumps(event_doc(follows=LEADER_ID, related=[], payload={"a": [1.5, None]}))
+    assert _decode_plain_event(plain, NOW, DEFAULT_LIMITS) == validated(plain)
+    huge = plain.replace(b'"a":[1.5,null]', b'"a":123456789012345678901234567890')
+    assert _decode_plain_event(huge, NOW, DEFAULT_LIMITS) is None
+    assert decode_event(huge, received=NOW).payload == {"a": 123456789012345678901234567890}
+    wide_in_a_list = plain.replace(b'"a":[1.5,null]', b'"a":[{"b":-9223372036854775809}]')
+    assert _decode_plain_event(wide_in_a_list, NOW, DEFAULT_LIMITS) is None
+    assert decode_event(wide_in_a_list, received=NOW).payload == {"a": [{"b": -(2**63) - 1}]}
+    not_a_number = plain.replace(b'"a":[1.5,null]', b'"a":NaN')
+    assert _decode_plain_event(not_a_number, NOW, DEFAULT_LIMITS) is None
+    assert decode_event(not_a_number, received=NOW).payload["a"] != 0

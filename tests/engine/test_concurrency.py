@@ -221,3 +221,50 @@ async def test_an_automation_disabled_while_its_proactive_evaluation_is_in_fligh
     monkeypatch.undo()
     await driver.advance(60)
     assert driver.h.take_actions() == []
+
+
+# ---------------------------------------------------------------- firings of one batch
+
+
+class SlowPublisher:
+    """Holds every publish until released, and notes when each began and ended."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+        self.log: list[tuple[str, str]] = []
+        self.release = asyncio.Event()
+
+    async def publish(self, automation: Any, out: Any) -> None:
+        name = automation.name
+        self.log.append(("begin", name))
+        await self.release.wait()
+        await self.inner.publish(automation, out)
+        self.log.append(("end", name))
+
+
+async def test_one_batch_publishes_different_automations_at_once_and_one_in_order(
+    driver: Driver,
+) -> None:
+    """Engine._fire_decided: the firings a batch decided do not wait for each other's
+    publish across automations (a batch costs about one publish round trip), while one
+    automation's firings are published one after the other, in the order decided."""
+    await driver.start(
+        automation("a", reactive(expect=("x.ping",))),
+        automation("b", reactive(expect=("x.ping",))),
+    )
+    slow = SlowPublisher(driver.h.engine.publisher)
+    driver.h.engine.publisher = slow
+    steps = [driver.step(f"ping-{i}", i, "x.ping") for i in range(2)]
+    delivery = asyncio.ensure_future(driver.deliver(*steps))
+    for _ in range(100):
+        if len(slow.log) >= 2:
+            break
+        await asyncio.sleep(0.01)
+    # a's and b's first firings are both under way; their second ones wait for them
+    assert slow.log == [("begin", "a"), ("begin", "b")]
+    slow.release.set()
+    await delivery
+    assert [entry for entry in slow.log if entry[1] == "a"] == [
+        ("begin", "a"), ("end", "a"), ("begin", "a"), ("end", "a"),
+    ]
+    assert driver.fired_events() == ["ping-0", "ping-0", "ping-1", "ping-1"]

@@ -471,7 +471,7 @@ async def test_composite_sequence_needs_strictly_increasing_times(
     assert await child(state, ckeys, "A", "fa3", T0 + 6, kind="sequence") == [b"stored"]
 
 
-# ---------------------------------------------------------------- park-4, finish-4, lost-2
+# ---------------------------------------------------------------- park-4, finish-n, intake-n, lost-2
 
 
 def park(state: RedisState, leader: str, follower: str, received: int, now: int) -> ScriptCall:
@@ -491,22 +491,52 @@ async def test_park_then_finish_releases_the_follower_once(
     # a safety-net TTL: a leader that never comes must not leave its set behind for ever
     assert await redis_client.pttl(k.followers(UUID(leader))) > 3600 * 1000
     assert await redis_client.zscore(k.waitlist, follower) == T0 - 5
-    (released,) = await state.call_many([state.finish(UUID(leader), T0 + 1)])
-    assert released == [follower.encode()]
+    (released,) = await state.call_many([state.finish([UUID(leader)], T0 + 1)])
+    assert released == [[follower.encode()]]
     assert await redis_client.get(k.seen(UUID(leader))) == str(T0 + 1).encode()
     assert not await redis_client.exists(k.followers(UUID(leader)))
     assert await redis_client.hexists(k.parked_events, follower)  # until its own finish
     late = str(uuid4())
     assert await state.call_many([park(state, leader, late, T0, T0 + 2)]) == [b"proceed"]
-    await state.call_many([state.finish(UUID(follower), T0 + 3)])
+    await state.call_many([state.finish([UUID(follower)], T0 + 3)])
     assert not await redis_client.hexists(k.parked_events, follower)
     assert await redis_client.zcard(k.waitlist) == 0
+
+
+async def test_finish_marks_a_segment_in_order_and_releases_each_ones_followers(
+    state: RedisState, redis_client: redis.asyncio.Redis
+) -> None:
+    """SEMANTICS 10.1 steps 5 and 7 for a whole segment in one call: each event is marked
+    seen and hands over its own followers, at its own index; one without followers gets []."""
+    first, second, third = (str(uuid4()) for _ in range(3))
+    follower_of_first, follower_of_third = str(uuid4()), str(uuid4())
+    await state.call_many(
+        [park(state, first, follower_of_first, T0, T0), park(state, third, follower_of_third, T0, T0)]
+    )
+    (released,) = await state.call_many(
+        [state.finish([UUID(first), UUID(second), UUID(third)], T0 + 1)]
+    )
+    assert released == [[follower_of_first.encode()], [], [follower_of_third.encode()]]
+    for event in (first, second, third):
+        assert await redis_client.get(state.keys.seen(UUID(event))) == str(T0 + 1).encode()
+
+
+async def test_intake_check_tells_duplicates_and_leaders_apart(state: RedisState) -> None:
+    """SEMANTICS 10: an event marked seen within the horizon is a duplicate (a mark past the
+    horizon is not), and one with parked followers is a leader."""
+    seen, old, leader, fresh = (uuid4() for _ in range(4))
+    await state.call_many([state.finish([seen], T0), state.finish([old], T0 - HORIZON)])
+    await state.call_many([park(state, str(leader), str(uuid4()), T0, T0)])
+    marks, leaders = await state.intake_check([seen, old, leader, fresh], T0, HORIZON)
+    assert marks == [True, False, False, False]
+    assert leaders == [False, False, True, False]
+    assert await state.intake_check([], T0, HORIZON) == ([], [])
 
 
 async def test_park_treats_a_seen_mark_past_the_horizon_as_unseen(state: RedisState) -> None:
     """SEMANTICS 10: seen marks count for 30 minutes of the engine's clock."""
     leader, follower = str(uuid4()), str(uuid4())
-    await state.call_many([state.finish(UUID(leader), T0)])
+    await state.call_many([state.finish([UUID(leader)], T0)])
     call = park(state, leader, follower, T0 + HORIZON, T0 + HORIZON)
     assert await state.call_many([call]) == [b"parked"]
 
@@ -514,7 +544,7 @@ async def test_park_treats_a_seen_mark_past_the_horizon_as_unseen(state: RedisSt
 async def test_park_and_finish_pair_atomically_under_concurrency(
     state: RedisState, redis_client: redis.asyncio.Redis
 ) -> None:
-    """park-4 and finish-4 are atomic together: of 80 followers parked concurrently with
+    """park-4 and finish-n are atomic together: of 80 followers parked concurrently with
     their leader's finish (each call on its own connection; the client's pool allows 100),
     each either proceeds or is handed to the leader, never both, never neither."""
     leader = str(uuid4())
@@ -525,7 +555,7 @@ async def test_park_and_finish_pair_atomically_under_concurrency(
         return follower, answer
 
     async def finish_leader() -> list[bytes]:
-        (released,) = await state.call_many([state.finish(UUID(leader), T0)])
+        ((released,),) = await state.call_many([state.finish([UUID(leader)], T0)])
         return released
 
     parks = [park_one(f) for f in followers]

@@ -280,3 +280,93 @@ class Bucket(_message.Message):
     last_event_name: str
     last_operation: str
     def __init__(self, bucketing_key: _Optional[_Iterable[str]] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., count: _Optional[int] = ..., last_event_id: _Optional[str] = ..., last_event_name: _Optional[str] = ..., last_operation: _Optional[str] = ...) -> None: ...
+
+class ExplainEventRequest(_message.Message):
+    __slots__ = ("automation_id", "event_json")
+    AUTOMATION_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    automation_id: str
+    event_json: str
+    def __init__(self, automation_id: _Optional[str] = ..., event_json: _Optional[str] = ...) -> None: ...
+
+class ExplainEventResponse(_message.Message):
+    __slots__ = ("intake", "intake_reason", "loaded", "triggers", "composites", "event_json", "text")
+    INTAKE_FIELD_NUMBER: _ClassVar[int]
+    INTAKE_REASON_FIELD_NUMBER: _ClassVar[int]
+    LOADED_FIELD_NUMBER: _ClassVar[int]
+    TRIGGERS_FIELD_NUMBER: _ClassVar[int]
+    COMPOSITES_FIELD_NUMBER: _ClassVar[int]
+    EVENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    intake: str
+    intake_reason: str
+    loaded: bool
+    triggers: _containers.RepeatedCompositeFieldContainer[TriggerExplanation]
+    composites: _containers.RepeatedCompositeFieldContainer[CompositeExplanation]
+    event_json: str
+    text: str
+    def __init__(self, intake: _Optional[str] = ..., intake_reason: _Optional[str] = ..., loaded: _Optional[bool] = ..., triggers: _Optional[_Iterable[_Union[TriggerExplanation, _Mapping]]] = ..., composites: _Optional[_Iterable[_Union[CompositeExplanation, _Mapping]]] = ..., event_json: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+
+class TriggerExplanation(_message.Message):
+    __slots__ = ("trigger_id", "path", "interested", "name_reason", "expected", "starts_after", "expect_pattern", "after_pattern", "resource_failures", "bucketing_key", "bucket", "held_events", "decision", "bucket_after", "firing_ids")
+    TRIGGER_ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    INTERESTED_FIELD_NUMBER: _ClassVar[int]
+    NAME_REASON_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIELD_NUMBER: _ClassVar[int]
+    STARTS_AFTER_FIELD_NUMBER: _ClassVar[int]
+    EXPECT_PATTERN_FIELD_NUMBER: _ClassVar[int]
+    AFTER_PATTERN_FIELD_NUMBER: _ClassVar[int]
+    RESOURCE_FAILURES_FIELD_NUMBER: _ClassVar[int]
+    BUCKETING_KEY_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    HELD_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_AFTER_FIELD_NUMBER: _ClassVar[int]
+    FIRING_IDS_FIELD_NUMBER: _ClassVar[int]
+    trigger_id: str
+    path: str
+    interested: bool
+    name_reason: str
+    expected: bool
+    starts_after: bool
+    expect_pattern: str
+    after_pattern: str
+    resource_failures: _containers.RepeatedScalarFieldContainer[str]
+    bucketing_key: _containers.RepeatedScalarFieldContainer[str]
+    bucket: Bucket
+    held_events: int
+    decision: str
+    bucket_after: Bucket
+    firing_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, trigger_id: _Optional[str] = ..., path: _Optional[str] = ..., interested: _Optional[bool] = ..., name_reason: _Optional[str] = ..., expected: _Optional[bool] = ..., starts_after: _Optional[bool] = ..., expect_pattern: _Optional[str] = ..., after_pattern: _Optional[str] = ..., resource_failures: _Optional[_Iterable[str]] = ..., bucketing_key: _Optional[_Iterable[str]] = ..., bucket: _Optional[_Union[Bucket, _Mapping]] = ..., held_events: _Optional[int] = ..., decision: _Optional[str] = ..., bucket_after: _Optional[_Union[Bucket, _Mapping]] = ..., firing_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CompositeExplanation(_message.Message):
+    __slots__ = ("trigger_id", "path", "kind", "expected_firings", "stored", "missing", "decision")
+    TRIGGER_ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_FIRINGS_FIELD_NUMBER: _ClassVar[int]
+    STORED_FIELD_NUMBER: _ClassVar[int]
+    MISSING_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    trigger_id: str
+    path: str
+    kind: str
+    expected_firings: int
+    stored: _containers.RepeatedCompositeFieldContainer[StoredChildFiring]
+    missing: _containers.RepeatedScalarFieldContainer[str]
+    decision: str
+    def __init__(self, trigger_id: _Optional[str] = ..., path: _Optional[str] = ..., kind: _Optional[str] = ..., expected_firings: _Optional[int] = ..., stored: _Optional[_Iterable[_Union[StoredChildFiring, _Mapping]]] = ..., missing: _Optional[_Iterable[str]] = ..., decision: _Optional[str] = ...) -> None: ...
+
+class StoredChildFiring(_message.Message):
+    __slots__ = ("trigger_id", "path", "firing_id", "at")
+    TRIGGER_ID_FIELD_NUMBER: _ClassVar[int]
+    PATH_FIELD_NUMBER: _ClassVar[int]
+    FIRING_ID_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    trigger_id: str
+    path: str
+    firing_id: str
+    at: _timestamp_pb2.Timestamp
+    def __init__(self, trigger_id: _Optional[str] = ..., path: _Optional[str] = ..., firing_id: _Optional[str] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...

@@ -27,7 +27,7 @@ if _version_not_supported:
 
 class AutomationAdminServiceStub:
     """Creates, replaces, reads, lists, deletes, enables and disables automations, resets
-    trigger state and shows a trigger's buckets.
+    trigger state, shows a trigger's buckets and explains what an event would do.
     """
 
     def __init__(self, channel):
@@ -76,11 +76,16 @@ class AutomationAdminServiceStub:
                 request_serializer=triggers_dot_admin_dot_v1_dot_admin__pb2.GetTriggerBucketsRequest.SerializeToString,
                 response_deserializer=triggers_dot_admin_dot_v1_dot_admin__pb2.GetTriggerBucketsResponse.FromString,
                 _registered_method=True)
+        self.ExplainEvent = channel.unary_unary(
+                '/triggers.admin.v1.AutomationAdminService/ExplainEvent',
+                request_serializer=triggers_dot_admin_dot_v1_dot_admin__pb2.ExplainEventRequest.SerializeToString,
+                response_deserializer=triggers_dot_admin_dot_v1_dot_admin__pb2.ExplainEventResponse.FromString,
+                _registered_method=True)
 
 
 class AutomationAdminServiceServicer:
     """Creates, replaces, reads, lists, deletes, enables and disables automations, resets
-    trigger state and shows a trigger's buckets.
+    trigger state, shows a trigger's buckets and explains what an event would do.
     """
 
     def CreateAutomation(self, request, context):
@@ -142,6 +147,14 @@ class AutomationAdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExplainEvent(self, request, context):
+        """Evaluates one event against one automation's current trigger state without changing it,
+        and says per trigger what evaluation would do and why (a dry run of the same scripts).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AutomationAdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -185,6 +198,11 @@ def add_AutomationAdminServiceServicer_to_server(servicer, server):
                     request_deserializer=triggers_dot_admin_dot_v1_dot_admin__pb2.GetTriggerBucketsRequest.FromString,
                     response_serializer=triggers_dot_admin_dot_v1_dot_admin__pb2.GetTriggerBucketsResponse.SerializeToString,
             ),
+            'ExplainEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExplainEvent,
+                    request_deserializer=triggers_dot_admin_dot_v1_dot_admin__pb2.ExplainEventRequest.FromString,
+                    response_serializer=triggers_dot_admin_dot_v1_dot_admin__pb2.ExplainEventResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'triggers.admin.v1.AutomationAdminService', rpc_method_handlers)
@@ -195,7 +213,7 @@ def add_AutomationAdminServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class AutomationAdminService:
     """Creates, replaces, reads, lists, deletes, enables and disables automations, resets
-    trigger state and shows a trigger's buckets.
+    trigger state, shows a trigger's buckets and explains what an event would do.
     """
 
     @staticmethod
@@ -404,6 +422,33 @@ class AutomationAdminService:
             '/triggers.admin.v1.AutomationAdminService/GetTriggerBuckets',
             triggers_dot_admin_dot_v1_dot_admin__pb2.GetTriggerBucketsRequest.SerializeToString,
             triggers_dot_admin_dot_v1_dot_admin__pb2.GetTriggerBucketsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExplainEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/triggers.admin.v1.AutomationAdminService/ExplainEvent',
+            triggers_dot_admin_dot_v1_dot_admin__pb2.ExplainEventRequest.SerializeToString,
+            triggers_dot_admin_dot_v1_dot_admin__pb2.ExplainEventResponse.FromString,
             options,
             channel_credentials,
             insecure,
