@@ -170,7 +170,7 @@ async def _automations(args: argparse.Namespace, settings: Settings) -> int:
     from svc.client import AdminClient
 
     console = Console()
-    async with AdminClient(settings.grpc_address) as admin:
+    async with AdminClient.from_settings(settings) as admin:
         if args.action == "load":
             return await _load_files(admin, console, args.files)
         elif args.action == "list":

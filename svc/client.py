@@ -35,10 +35,17 @@ class Stored:
 class AdminClient:
     """The admin API (proto/triggers/admin/v1) for scripts, the CLI and the live tests."""
 
-    def __init__(self, address: str):
+    def __init__(self, address: str, channel: grpc.aio.Channel | None = None):
         self.address = address
-        self.channel = grpc.aio.insecure_channel(address)
+        self.channel = channel or grpc.aio.insecure_channel(address)
         self.stub = pb_grpc.AutomationAdminServiceStub(self.channel)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> AdminClient:
+        """The admin API at TRIGGERS_GRPC_ADDRESS, with its TLS and token settings."""
+        from svc.admin.security import client_channel
+
+        return cls(settings.grpc_address, client_channel(settings))
 
     async def __aenter__(self) -> AdminClient:
         return self

@@ -371,7 +371,7 @@ class LiveRunner:
 
         self.nc = await nats.connect(self.settings.nats_url, name="triggers-conformance")
         self.js = self.nc.jetstream()
-        self.admin = AdminClient(self.settings.grpc_address)
+        self.admin = AdminClient.from_settings(self.settings)
         await self.admin.wait_ready(self.settle_timeout_s)
         return self
 

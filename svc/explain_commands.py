@@ -61,7 +61,7 @@ def explain(args: argparse.Namespace, settings: Settings) -> int:
         return 2
 
     async def ask() -> Any:
-        async with AdminClient(settings.grpc_address) as admin:
+        async with AdminClient.from_settings(settings) as admin:
             return await admin.explain(args.automation, event)
 
     try:
@@ -136,7 +136,7 @@ async def _automation(settings: Settings, automation_id: str) -> Automation | No
     from svc.domain.automations import parse_automation
     from svc.domain.errors import InvalidAutomation
 
-    async with AdminClient(settings.grpc_address) as admin:
+    async with AdminClient.from_settings(settings) as admin:
         try:
             await admin.wait_ready(ADMIN_LOOKUP_TIMEOUT_S)
             return parse_automation(await admin.get(automation_id))

@@ -161,3 +161,33 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return await result if inspect.isawaitable(result) else result
 
         return unary
+
+
+class BearerToken(grpc.aio.UnaryUnaryClientInterceptor):
+    """The client side: adds `authorization: Bearer <token>` to every unary call."""
+
+    def __init__(self, token: str):
+        self._header = (AUTHORIZATION, f"Bearer {token}")
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[..., Any],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        metadata = grpc.aio.Metadata(*(client_call_details.metadata or ()), self._header)
+        details = client_call_details._replace(metadata=metadata)  # type: ignore[attr-defined]
+        return await continuation(details, request)
+
+
+def client_channel(settings: Settings, address: str | None = None) -> grpc.aio.Channel:
+    """A channel to the admin API as the settings describe it: TLS when
+    TRIGGERS_ADMIN_TLS_CERT_FILE is set (trusting that certificate, or the CA at the end of
+    its chain), and the token of TRIGGERS_ADMIN_TOKEN on every call."""
+    address = address or settings.grpc_address
+    interceptors = [BearerToken(settings.admin_token)] if settings.admin_token else None
+    if not settings.admin_tls_cert_file:
+        return grpc.aio.insecure_channel(address, interceptors=interceptors)
+    trusted = _read("TRIGGERS_ADMIN_TLS_CERT_FILE", settings.admin_tls_cert_file)
+    credentials = grpc.ssl_channel_credentials(root_certificates=trusted)
+    return grpc.aio.secure_channel(address, credentials, interceptors=interceptors)

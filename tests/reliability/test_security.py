@@ -5,6 +5,7 @@ servers on loopback only."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import socket
 from pathlib import Path
@@ -15,10 +16,12 @@ import redis.exceptions
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from svc.admin import probe
 from svc.admin.generated.triggers.admin.v1 import admin_pb2 as pb
 from svc.admin.generated.triggers.admin.v1 import admin_pb2_grpc as pb_grpc
 from svc.admin.security import AdminSecurity, AdminSecurityError
 from svc.admin.server import ServerGroup, start_admin_server
+from svc.client import AdminClient
 from svc.config import Settings
 from svc.connections import connect_nats, redis_client
 from svc.embedded import HOST, NatsServer, RedisServer
@@ -216,3 +219,32 @@ def test_embedded_servers_and_the_admin_api_listen_on_loopback_only(tmp_path: Pa
         for server in (nats_server, redis_server):
             assert server.pid is not None
             assert listening_addresses(server.pid) == {HOST}, server.name
+
+
+async def test_the_cli_client_brings_the_token_over_tls(serve, pki: Pki) -> None:
+    _, address = await serve(security(pki, token=TOKEN))
+    settings = Settings(
+        grpc_address=address,
+        admin_tls_cert_file=str(pki.server_cert),
+        admin_tls_key_file=str(pki.server_key),
+    )
+    async with AdminClient.from_settings(settings) as anonymous:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await anonymous.list()
+        assert refused.value.code() == UNAUTHENTICATED
+    async with AdminClient.from_settings(
+        dataclasses.replace(settings, admin_token=TOKEN)
+    ) as admin:
+        assert await admin.list() == []
+
+
+async def test_the_health_command_speaks_the_admin_apis_tls(serve, pki: Pki) -> None:
+    _, address = await serve(security(pki, token=TOKEN))
+    settings = Settings(
+        grpc_address=address,
+        admin_tls_cert_file=str(pki.server_cert),
+        admin_tls_key_file=str(pki.server_key),
+    )
+    asked = argparse.Namespace(address=None, service="")
+    assert await probe._check(asked, settings) == 0
+    assert await probe._check(asked, Settings(grpc_address=address)) == 1  # no TLS: refused
