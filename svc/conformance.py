@@ -328,6 +328,20 @@ def expand(paths: Iterable[str]) -> list[Path]:
     return found
 
 
+def report(result: ScenarioResult, *, quiet: bool) -> bool:
+    """Print `PASS name`, or `FAIL name` with what differed; return whether it passed."""
+    if result.passed:
+        if not quiet:
+            print(f"PASS {result.name}")
+        return True
+    print(f"FAIL {result.name} ({result.path})")
+    if result.error:
+        print(f"  {result.error}")
+    for failure in result.failures:
+        print(failure.describe())
+    return False
+
+
 async def run_files(redis_url: str, paths: Iterable[str], *, quiet: bool = False) -> int:
     """Run scenario files, print `PASS name` / `FAIL name` with what differed; return the
     exit status (1 if any failed)."""
@@ -338,16 +352,7 @@ async def run_files(redis_url: str, paths: Iterable[str], *, quiet: bool = False
     try:
         for path in files:
             result = await runner.run_file(path)
-            if result.passed:
-                if not quiet:
-                    print(f"PASS {result.name}")
-                continue
-            failed += 1
-            print(f"FAIL {result.name} ({result.path})")
-            if result.error:
-                print(f"  {result.error}")
-            for failure in result.failures:
-                print(failure.describe())
+            failed += not report(result, quiet=quiet)
     finally:
         await client.aclose()
     print(f"{len(files) - failed} passed, {failed} failed")
@@ -517,15 +522,6 @@ async def run_files_live(settings: Settings, paths: Iterable[str], *, quiet: boo
                 if not quiet:
                     print(f"SKIP {path} (not live)")
                 continue
-            if result.passed:
-                if not quiet:
-                    print(f"PASS {result.name}")
-                continue
-            failed += 1
-            print(f"FAIL {result.name} ({result.path})")
-            if result.error:
-                print(f"  {result.error}")
-            for failure in result.failures:
-                print(failure.describe())
+            failed += not report(result, quiet=quiet)
     print(f"{len(files) - failed - skipped} passed, {failed} failed, {skipped} skipped")
     return 1 if failed else 0
