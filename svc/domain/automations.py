@@ -6,6 +6,7 @@ The trigger's questions (`covers`, `expects`, `starts_after`, `bucketing_key`,
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterator
@@ -72,6 +73,25 @@ def micros(value: timedelta) -> int:
     return (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
 
 
+# The empty `after`, `expect` or `for_each` of every trigger that leaves it empty.
+NO_NAMES: frozenset[str] = frozenset()
+
+
+def _share_fields_set(model: BaseModel) -> None:
+    """Replace the set of the fields a model's input gave (pydantic keeps one per instance,
+    ~700 bytes) with one shared by every model that was given the same fields. Safe for
+    frozen models: pydantic only adds to the set on assignment, which they refuse, and a
+    model_copy copies it first (docs/performance.md, memory)."""
+    object.__setattr__(
+        model, "__pydantic_fields_set__", _fields_set(frozenset(model.__pydantic_fields_set__))
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _fields_set(fields: frozenset[str]) -> set[str]:
+    return set(fields)
+
+
 def _spec(value: Any) -> ResourceSpecification:
     if isinstance(value, ResourceSpecification):
         return value
@@ -117,6 +137,13 @@ class EventTrigger(_TriggerBase):
         related = self.match_related
         self._related_specs = tuple(related) if isinstance(related, list) else (related,)
         self._sorted_for_each = tuple(sorted(self.for_each))
+        _share_fields_set(self)
+
+    @field_validator("after", "expect", "for_each")
+    @classmethod
+    def _shared_when_empty(cls, value: frozenset[str]) -> frozenset[str]:
+        # most triggers leave some of these empty: one empty set serves them all
+        return value or NO_NAMES
 
     @model_validator(mode="before")
     @classmethod
@@ -352,8 +379,9 @@ class Automation(BaseModel):
     created: datetime | None = None
     updated: datetime | None = None
 
-    _parents: dict[UUID, UUID] = PrivateAttr()
-    _by_id: dict[UUID, Trigger] = PrivateAttr()
+    # None for the usual tree of one event trigger: nothing to look up (memory, with many)
+    _parents: dict[UUID, UUID] | None = PrivateAttr()
+    _by_id: dict[UUID, Trigger] | None = PrivateAttr()
 
     @model_validator(mode="before")
     @classmethod
@@ -406,6 +434,10 @@ class Automation(BaseModel):
         return self
 
     def model_post_init(self, context: Any) -> None:
+        _share_fields_set(self)
+        if isinstance(self.trigger, EventTrigger):
+            self._parents = self._by_id = None
+            return
         parents: dict[UUID, UUID] = {}
         by_id: dict[UUID, Trigger] = {}
         stack: list[tuple[Trigger, UUID]] = [(self.trigger, self.id)]
@@ -427,10 +459,14 @@ class Automation(BaseModel):
         return [t for t in self.trigger.all_triggers() if isinstance(t, EventTrigger)]
 
     def trigger_by_id(self, trigger_id: UUID) -> Trigger | None:
+        if self._by_id is None:
+            return self.trigger if self.trigger.id == trigger_id else None
         return self._by_id.get(trigger_id)
 
     def parent_of(self, trigger_id: UUID) -> CompoundTrigger | SequenceTrigger | None:
         """The composite containing a trigger, or None when its parent is the automation."""
+        if self._parents is None:
+            return None
         parent = self._parents.get(trigger_id)
         found = self._by_id.get(parent) if parent is not None else None
         return found if isinstance(found, CompoundTrigger | SequenceTrigger) else None

@@ -264,13 +264,12 @@ def _may_hold_a_wide_integer(payload: dict[str, Any]) -> bool:
 
 
 def _plain_resource(labels: Any, limits: EventLimits, *, related: bool) -> bool:
-    return (
-        type(labels) is dict
-        and len(labels) <= limits.maximum_labels_per_resource
-        and all(type(value) is str for value in labels.values())
-        and bool(labels.get(RESOURCE_ID))
-        and (not related or bool(labels.get(RESOURCE_ROLE)))
-    )
+    if type(labels) is not dict or len(labels) > limits.maximum_labels_per_resource:
+        return False
+    for value in labels.values():  # a loop, not all(): this runs for every resource
+        if type(value) is not str:
+            return False
+    return bool(labels.get(RESOURCE_ID)) and (not related or bool(labels.get(RESOURCE_ROLE)))
 
 
 def _plain_uuid(value: Any) -> UUID | None:

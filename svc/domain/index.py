@@ -27,6 +27,9 @@ class IndexedTrigger(Protocol):
 
 T = TypeVar("T", bound=IndexedTrigger)
 
+# Up to this many triggers under one exact key are kept in a tuple, more in a set.
+FEW_TRIGGERS = 8
+
 
 @dataclass
 class IndexStats:
@@ -55,8 +58,11 @@ class TriggerIndex(Generic[T]):
         # Position of each trigger in the order of addition, to return candidates in it.
         self._added: dict[Hashable, int] = {}
         self._next_position = 0
+        # The index keys each trigger was added under (to remove it under the same ones).
         self._keys: dict[Hashable, frozenset[str]] = {}
-        self._exact: dict[str, set[Hashable]] = {}
+        # Exact key -> ids of the triggers under it: a tuple while they are few (most keys
+        # have one, and a tuple of one takes a fifth of a set of one), a set beyond that.
+        self._exact: dict[str, tuple[Hashable, ...] | set[Hashable]] = {}
         # Literal prefix -> wildcard key -> (its matcher, ids of the triggers under it).
         self._wildcards: dict[str, dict[str, _Pattern]] = {}
         # Prefix length -> how many distinct prefixes of that length are in use.
@@ -125,7 +131,12 @@ class TriggerIndex(Generic[T]):
 
     def _index(self, key: str, trigger_id: Hashable) -> None:
         if is_exact(key):
-            self._exact.setdefault(key, set()).add(trigger_id)
+            members = self._exact.get(key, ())
+            if isinstance(members, set):
+                members.add(trigger_id)
+            elif trigger_id not in members:
+                grown = (*members, trigger_id)
+                self._exact[key] = set(grown) if len(grown) > FEW_TRIGGERS else grown
             return
         prefix = literal_prefix(key)
         group = self._wildcards.get(prefix)
@@ -140,7 +151,10 @@ class TriggerIndex(Generic[T]):
     def _unindex(self, key: str, trigger_id: Hashable) -> None:
         if is_exact(key):
             members = self._exact[key]
-            members.discard(trigger_id)
+            if isinstance(members, set):
+                members.discard(trigger_id)
+            else:
+                members = self._exact[key] = tuple(i for i in members if i != trigger_id)
             if not members:
                 del self._exact[key]
             return

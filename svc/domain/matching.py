@@ -63,6 +63,7 @@ def glob_match(pattern: str, value: str) -> bool:
     return glob_matcher(pattern)(value)
 
 
+@functools.lru_cache(maxsize=COMPILED_GLOBS_CACHE_SIZE)
 def value_matcher(pattern: str) -> ValueMatcher:
     """A predicate equivalent to `match_value(pattern, value)`, for patterns used many times."""
     negated = pattern.startswith("!")
@@ -186,7 +187,14 @@ class ResourceSpecification:
 
     # label -> pattern (str) or patterns (tuple, from a JSON list), in the given order
     _json: tuple[tuple[str, str | tuple[str, ...]], ...]
-    _matchers: tuple[tuple[str, tuple[ValueMatcher, ...]], ...]
+
+    @functools.cached_property
+    def _matchers(self) -> tuple[tuple[str, tuple[ValueMatcher, ...]], ...]:
+        # compiled on first use: most loaded specifications rarely see a candidate resource
+        return tuple(
+            (label, tuple(value_matcher(p) for p in _as_patterns(value)))
+            for label, value in self._json
+        )
 
     @classmethod
     def from_json(cls, obj: Any) -> ResourceSpecification:
@@ -195,14 +203,12 @@ class ResourceSpecification:
                 f"a resource specification must be an object of label -> pattern(s), "
                 f"got {type(obj).__name__}"
             )
+        if not obj:
+            return EMPTY_SPECIFICATION  # the default of every trigger's match and match_related
         entries: list[tuple[str, str | tuple[str, ...]]] = []
         for label, value in obj.items():
             entries.append((label, _checked_entry(label, value)))
-        matchers = tuple(
-            (label, tuple(value_matcher(p) for p in _as_patterns(value)))
-            for label, value in entries
-        )
-        return cls(tuple(entries), matchers)
+        return cls(tuple(entries))
 
     def to_json(self) -> dict[str, str | list[str]]:
         return {
@@ -222,16 +228,22 @@ class ResourceSpecification:
 
     def matches(self, labels: Mapping[str, str]) -> bool:
         """Every label of the spec is satisfied by at least one of its patterns (2.5)."""
+        # Plain loops rather than any(): this runs for every candidate trigger of every event.
         for label, matchers in self._matchers:
             value = labels.get(label)
+            if value is None:
+                return False
             # Patterns of one label are OR-ed, negations included (quirk 16.2).
-            if value is None or not any(matcher(value) for matcher in matchers):
+            for matcher in matchers:
+                if matcher(value):
+                    break
+            else:
                 return False
         return True
 
     def includes(self, resources: Sequence[Mapping[str, str]]) -> bool:
         """An empty spec includes anything, even no resource; otherwise one must match."""
-        if not self._matchers:
+        if not self._json:
             return True
         return any(self.matches(resource) for resource in resources)
 
@@ -253,6 +265,10 @@ class ResourceSpecification:
 
     def __repr__(self) -> str:
         return f"ResourceSpecification({self.to_json()!r})"
+
+
+# Immutable, so shared by every specification that is empty.
+EMPTY_SPECIFICATION = ResourceSpecification(())
 
 
 def _checked_entry(label: object, value: object) -> str | tuple[str, ...]:
@@ -300,4 +316,5 @@ def covers_resources(
     related: Sequence[Mapping[str, str]],
 ) -> bool:
     """`match` includes the primary resource and every `match_related` spec the related list."""
-    return match.includes((resource,)) and all(spec.includes(related) for spec in match_related)
+    # `matches` is `includes` of the one primary resource, without a generator around it
+    return match.matches(resource) and all(spec.includes(related) for spec in match_related)

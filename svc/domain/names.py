@@ -15,29 +15,33 @@ CATCH_ALL = "*"
 
 @dataclass(frozen=True)
 class EventNamePatterns:
-    """`expect` and `after` of an event trigger, with every matcher compiled once."""
+    """`expect` and `after` of an event trigger, with every matcher compiled once, on first
+    use: a service loads many triggers, most of which rarely or never see a candidate event
+    (docs/performance.md, memory and start)."""
 
     expect: frozenset[str] = frozenset()
     after: frozenset[str] = frozenset()
     index_keys: frozenset[str] = field(init=False, repr=False, compare=False)
-    _index_matchers: tuple[GlobMatcher, ...] = field(init=False, repr=False, compare=False)
-    _expect_matchers: tuple[ValueMatcher, ...] = field(init=False, repr=False, compare=False)
-    _after_matchers: tuple[ValueMatcher, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         expect, after = frozenset(self.expect), frozenset(self.after)
-        keys = expect | after if expect else frozenset({CATCH_ALL})
-        # Sorted, so that the alternation (and any debugging output) is deterministic.
-        values = {
-            "expect": expect,
-            "after": after,
-            "index_keys": keys,
-            "_index_matchers": tuple(glob_matcher(key) for key in sorted(keys)),
-            "_expect_matchers": tuple(value_matcher(p) for p in sorted(expect)),
-            "_after_matchers": tuple(value_matcher(p) for p in sorted(after)),
-        }
-        for name, value in values.items():
+        # (`expect` itself when there is no `after`: no second copy of the same set)
+        keys = (expect | after if after else expect) if expect else frozenset({CATCH_ALL})
+        for name, value in (("expect", expect), ("after", after), ("index_keys", keys)):
             object.__setattr__(self, name, value)
+
+    # Sorted, so that the alternation (and any debugging output) is deterministic.
+    @functools.cached_property
+    def _index_matchers(self) -> tuple[GlobMatcher, ...]:
+        return tuple(glob_matcher(key) for key in sorted(self.index_keys))
+
+    @functools.cached_property
+    def _expect_matchers(self) -> tuple[ValueMatcher, ...]:
+        return tuple(value_matcher(p) for p in sorted(self.expect))
+
+    @functools.cached_property
+    def _after_matchers(self) -> tuple[ValueMatcher, ...]:
+        return tuple(value_matcher(p) for p in sorted(self.after))
 
     def index_hit(self, name: str) -> bool:
         """Matcher 1: the name full-glob-matches an index key (no negation)."""

@@ -159,12 +159,12 @@ NAMES = st.one_of(
 )
 TRIGGERS = st.builds(
     trigger,
-    trigger_id=st.integers(0, 7),
+    trigger_id=st.integers(0, 11),  # more than FEW_TRIGGERS under one key, at times
     expect=st.frozensets(KEYS, max_size=3),
     after=st.frozensets(KEYS, max_size=2),
     rejected_tags=st.frozensets(st.integers(0, 2), max_size=2),
 )
-OPERATIONS = st.lists(st.one_of(TRIGGERS, st.integers(0, 7)), max_size=25)
+OPERATIONS = st.lists(st.one_of(TRIGGERS, st.integers(0, 11)), max_size=40)
 EVENTS = st.lists(st.builds(FakeEvent, NAMES, st.integers(0, 2)), min_size=1, max_size=4)
 
 
