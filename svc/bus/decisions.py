@@ -57,11 +57,12 @@ def decisions_subject(settings: Settings, automation_id: UUID | str) -> str:
 
 
 def encode_record(decision: Decision) -> dict[str, Any]:
-    record: dict[str, Any] = {"t": str(decision.trigger_id), "d": decision.steps}
+    # ids stay UUIDs: orjson writes them as their canonical strings, faster than str() here
+    record: dict[str, Any] = {"t": decision.trigger_id, "d": decision.steps}
     if decision.path != "reactive":
         record["p"] = _PATHS[decision.path]
     if decision.event_id is not None:
-        record["e"] = str(decision.event_id)
+        record["e"] = decision.event_id
         record["n"] = decision.event_name
         record["o"] = decision.occurred_us
     if decision.key:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Protocol
 from uuid import UUID, uuid5
 
 import orjson
@@ -32,7 +32,7 @@ from svc.domain.events import DEFAULT_LIMITS, EventLimits, ReceivedEvent, decode
 from svc.domain.firings import Act, Firing, act, from_micros, to_micros
 from svc.domain.index import TriggerIndex
 from svc.engine.clock import Clock
-from svc.state.keys import CompositeKeys, TriggerKeys
+from svc.state.keys import CompositeKeys, KeysByTrigger, TriggerKeys
 from svc.state.store import BucketRecord, Call, Command, RedisState, ScriptCall
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,21 @@ LOST_FOLLOWERS_PAGE = 1000
 APPLIED_CHILD_FIRINGS_RETENTION = timedelta(hours=6)
 
 EMPTY_KEY = b"[]"
+# Firings whose publishing is under way at once (a proactive page may decide hundreds).
+FIRINGS_IN_FLIGHT = 256
+# Automations whose generation records Engine.load_many swaps in one round trip.
+LOAD_CHUNK = 1000
+# Automations each periodic evaluation looks at beyond the active ones, in turn, so that all
+# are looked at every (automations / page) runs: a safety net for state the set missed.
+GENERATIONS_PAGE = 2000
+
+
+def generation_record(automation: Automation) -> tuple[str, str]:
+    """An automation's state generation (Decision 6) and the record Engine.load stores for
+    it, `<generation>|<trigger id>,<trigger id>,...`."""
+    generation = automation.trigger_fingerprint()
+    ids = ",".join(str(t.id) for t in automation.all_triggers())
+    return generation, f"{generation}|{ids}"
 
 
 def parse_generation(record: str) -> tuple[str, list[UUID]]:
@@ -153,13 +168,14 @@ class EngineSettings:
     limits: EventLimits = DEFAULT_LIMITS
 
 
-@dataclass
+@dataclass(slots=True)
 class LoadedAutomation:
-    """An automation as loaded: its state generation and the keys of each trigger's state."""
+    """An automation as loaded: its state generation and the keys of each trigger's state.
+    (Slots: a service holds one per loaded automation.)"""
 
     automation: Automation
     generation: str
-    event_keys: dict[UUID, TriggerKeys] = field(default_factory=dict)
+    event_keys: Mapping[UUID, TriggerKeys] = field(default_factory=dict)
     composite_keys: dict[UUID, CompositeKeys] = field(default_factory=dict)
     # what every reactive-7 call of a trigger shares, built on its first event
     reactive_parts: dict[UUID, ReactiveParts] = field(default_factory=dict)
@@ -169,12 +185,24 @@ class LoadedAutomation:
 
 
 @dataclass(frozen=True)
+class StateScope:
+    """One automation's state, as a periodic evaluation visits it."""
+
+    automation_id: UUID
+    loaded: LoadedAutomation | None  # None: not loaded here, known from its generation record
+    event_keys: list[TriggerKeys]
+    holding_keys: list[TriggerKeys]  # those whose held events are swept
+    composite_keys: list[CompositeKeys]
+
+
+@dataclass(frozen=True)
 class ReactiveParts:
     """The parts of a trigger's reactive-7 calls that are the same for every event."""
 
+    trigger: EventTrigger  # the trigger they were built from (explain may pass another)
     flags: str  # reactive, has_after, immediate, holds_events ('1' or '0' each)
-    keys: list[str]
-    tail: list[Any]  # threshold, within, lookback, seed, held-event horizon (ARGV 7-11)
+    keys: list[bytes]
+    tail: list[bytes]  # threshold, within, lookback, seed, held-event horizon (ARGV 7-11)
 
 
 BucketBrief = tuple[int, int, int]
@@ -205,7 +233,7 @@ def brief_bucket(raw: bytes | str | None) -> BucketBrief | None:
     return int(start), int(end), int(count)
 
 
-@dataclass
+@dataclass(slots=True)
 class Decision:
     """What one trigger decided for one event, or for a window on the proactive path, or for
     a child firing of a composite (for spans, decision records, explain and tests)."""
@@ -247,7 +275,12 @@ class Engine:
         self.index = TriggerIndex()
         self._owners: dict[UUID, LoadedAutomation] = {}
         self.next_proactive_runs: dict[UUID, int] = {}
+        # the loaded proactive triggers: proactive evaluation looks at these, not at every
+        # automation
+        self._proactive: dict[UUID, EventTrigger] = {}
         self._reconciled = False
+        # where the periodic evaluation's look at every automation goes on from (HSCAN)
+        self._scan_cursor = 0
         self.decisions: list[Decision] = []
         self.record_decisions = False
         self.tracer = tracer or trace.get_tracer("svc.engine")
@@ -264,21 +297,42 @@ class Engine:
         """Load (or reload) an automation. Disabled ones, or ones with no EventTrigger, are
         forgotten. An unchanged trigger tree keeps its state; a changed one starts fresh and
         the old generation's state is deleted (Decision 6)."""
-        generation = automation.trigger_fingerprint()
-        ids = ",".join(str(t.id) for t in automation.all_triggers())
-        previous = await self.state.swap_generation(automation.id, f"{generation}|{ids}")
+        generation, record = generation_record(automation)
+        previous = await self.state.swap_generation(automation.id, record)
+        await self._install(automation, generation, previous)
+
+    async def load_many(self, automations: Sequence[Automation]) -> None:
+        """`load` each automation, in order, with one round trip per LOAD_CHUNK of them for
+        their generation records (a replica starting with many automations)."""
+        for start in range(0, len(automations), LOAD_CHUNK):
+            chunk = automations[start : start + LOAD_CHUNK]
+            records = [generation_record(automation) for automation in chunk]
+            previous = await self.state.swap_generations(
+                [(a.id, record) for a, (_, record) in zip(chunk, records, strict=True)]
+            )
+            for automation, (generation, _), before in zip(chunk, records, previous, strict=True):
+                await self._install(automation, generation, before)
+
+    async def _install(
+        self, automation: Automation, generation: str, previous: bytes | None
+    ) -> None:
+        """The rest of `load`, once the automation's generation record is swapped in."""
         if previous is not None and previous.decode().split("|", 1)[0] != generation:
             await self._delete_generation(previous.decode())
         self.forget(automation.id)
         if not automation.enabled or not automation.event_triggers():
             return
         loaded = LoadedAutomation(automation=automation, generation=generation)
+        loaded.event_keys = KeysByTrigger(
+            self.state.keys, generation, [t.id for t in automation.event_triggers()]  # type: ignore[misc]
+        )
         for trigger in automation.all_triggers():
             if isinstance(trigger, EventTrigger):
-                loaded.event_keys[trigger.id] = self.state.keys.trigger(trigger.id, generation)
                 self.index.add(trigger)
                 self._owners[trigger.id] = loaded
                 self.next_proactive_runs.pop(trigger.id, None)
+                if trigger.posture == Posture.Proactive:
+                    self._proactive[trigger.id] = trigger
             else:
                 loaded.composite_keys[trigger.id] = self.state.keys.composite(
                     trigger.id, generation
@@ -297,6 +351,7 @@ class Engine:
             self.index.remove(trigger_id)
             self._owners.pop(trigger_id, None)
             self.next_proactive_runs.pop(trigger_id, None)
+            self._proactive.pop(trigger_id, None)
 
     async def delete(self, automation_id: UUID) -> None:
         """Forget an automation and delete all its state (buckets, child firings, ...)."""
@@ -429,7 +484,9 @@ class Engine:
             if has_followers:
                 leaders.add(event.id)
         for position, event in decoded:
-            spans[position].set_attributes({"event.id": str(event.id), "event.name": event.event})
+            span = spans[position]
+            if span.is_recording():
+                span.set_attributes({"event.id": str(event.id), "event.name": event.event})
         self._spans.update((event.id, spans[position]) for position, event in fresh)
         try:
             parked = await self.reactive_evaluation([e for _, e in fresh], leaders=leaders)
@@ -584,9 +641,13 @@ class Engine:
                 self._reactive_call(t, event, bodies[event.id], occurred_us, now_us, key)
                 for t, _, key in owned
             ]
+        touched = {loaded.automation.id for _, owned in plan for _, loaded, _ in owned}
+        if touched:
+            # before the scripts: an automation with state is always in the active set
+            calls.insert(len(before), self.state.touch(touched))
         calls.append(self.state.finish([e.id for e in events], now_us))
         answers = await self.state.call_many(calls)
-        results = iter(answers[len(before) : -1])
+        results = iter(answers[len(before) + bool(touched) : -1])
         # what each firing causes is traced under the event that caused it, and the
         # publisher carries that trace context on to the action messages
         firings: list[tuple[trace.Span, LoadedAutomation, EventTrigger, bytes]] = []
@@ -606,17 +667,19 @@ class Engine:
         self, firings: Sequence[tuple[trace.Span, LoadedAutomation, EventTrigger, bytes]]
     ) -> None:
         """Fire the outbox records the scripts wrote, in order, without waiting for one
-        publish before starting the next: each firing starts once the previous firing of its
-        automation is done (a composite applies its children's firings in order), so
-        different automations' firings are published at once, in order, and a batch waits
-        for about one publish round trip rather than one per firing. What each firing causes
-        is traced under the event that caused it (the publisher carries that context on).
+        publish before starting the next, so a batch waits for about one publish round trip
+        rather than one per firing (at most FIRINGS_IN_FLIGHT at once). Each firing starts
+        in order, so its messages go out in order; one under a composite also waits for the
+        previous such firing of its automation to be done, as the composite applies its
+        children's firings one at a time, in order. What each firing causes is traced under
+        the event that caused it (the publisher carries that context on).
 
         Then what was published is drained from the outboxes, even when a firing failed to
         publish, so the periodic drain does not publish it a second time."""
         if not firings:
             return
         drained: list[Call] = []
+        in_flight = asyncio.Semaphore(FIRINGS_IN_FLIGHT)
 
         async def fire(
             after: asyncio.Future[None] | None,
@@ -630,8 +693,9 @@ class Engine:
                     await asyncio.wait([after])
                 if after.cancelled() or after.exception() is not None:
                     return  # stays in the outbox, for the periodic drain
-            with trace.use_span(span, end_on_exit=False):
-                drained.extend(await self._dispatch(loaded, trigger, record))
+            async with in_flight:
+                with trace.use_span(span, end_on_exit=False):
+                    drained.extend(await self._dispatch(loaded, trigger, record))
 
         try:
             if len(firings) == 1:
@@ -642,10 +706,11 @@ class Engine:
                 tasks = []
                 for span, loaded, trigger, record in firings:
                     automation_id = loaded.automation.id
-                    task = asyncio.ensure_future(
-                        fire(previous.get(automation_id), span, loaded, trigger, record)
-                    )
-                    previous[automation_id] = task
+                    composed = loaded.automation.parent_of(trigger.id) is not None  # type: ignore[arg-type]
+                    after = previous.get(automation_id) if composed else None
+                    task = asyncio.ensure_future(fire(after, span, loaded, trigger, record))
+                    if composed:
+                        previous[automation_id] = task
                     tasks.append(task)
                 outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         finally:
@@ -717,7 +782,9 @@ class Engine:
         now_us: int, key: Key | None = None,
     ) -> ScriptCall:
         loaded = self._owners[trigger.id]  # type: ignore[index]
-        parts = loaded.reactive_parts.get(trigger.id) or self._reactive_parts(loaded, trigger)  # type: ignore[arg-type]
+        parts = loaded.reactive_parts.get(trigger.id)  # type: ignore[arg-type]
+        if parts is None or parts.trigger is not trigger:
+            parts = self._reactive_parts(loaded, trigger)
         name = event.event
         flags = (
             parts.flags
@@ -740,15 +807,21 @@ class Engine:
                 trigger.holds_events,
             )
         )
+        # as bytes: the Redis client sends bytes as they are, and these go with every event
         tail = [
-            trigger.threshold,
-            micros(trigger.within),
-            micros(PRECEDING_EVENT_LOOKBACK),
-            loaded.seed(trigger.id),  # type: ignore[arg-type]
-            micros(max(HELD_EXPECT_EVENTS_RETENTION, trigger.within)),
+            str(value).encode()
+            for value in (
+                trigger.threshold,
+                micros(trigger.within),
+                micros(PRECEDING_EVENT_LOOKBACK),
+                loaded.seed(trigger.id),  # type: ignore[arg-type]
+                micros(max(HELD_EXPECT_EVENTS_RETENTION, trigger.within)),
+            )
         ]
-        keys = loaded.event_keys[trigger.id].as_list()  # type: ignore[index]
-        parts = loaded.reactive_parts[trigger.id] = ReactiveParts(flags, keys, tail)  # type: ignore[index]
+        keys = [key.encode() for key in loaded.event_keys[trigger.id].as_list()]  # type: ignore[index]
+        parts = ReactiveParts(trigger, flags, keys, tail)
+        if loaded.automation.trigger_by_id(trigger.id) is trigger:  # type: ignore[arg-type]
+            loaded.reactive_parts[trigger.id] = parts  # type: ignore[index]
         return parts
 
     def reactive_call(self, trigger: EventTrigger, event: ReceivedEvent, now_us: int) -> ScriptCall:
@@ -892,28 +965,26 @@ class Engine:
         # each trigger with its automation as loaded now: an admin change may forget it
         # while the scripts run, and what they decided must still be dispatched
         due = [
-            (trigger, loaded)
-            for loaded in self.automations.values()
-            for trigger in loaded.automation.event_triggers()
-            if trigger.posture == Posture.Proactive
-            and self.next_proactive_runs.get(trigger.id, now_us) <= now_us  # type: ignore[arg-type]
+            (trigger, self._owners[trigger_id])
+            for trigger_id, trigger in self._proactive.items()
+            if self.next_proactive_runs.get(trigger_id, now_us) <= now_us
         ]
         while due:
+            touch = self.state.touch({loaded.automation.id for _, loaded in due})
             calls = [self._proactive_call(t, loaded, as_of_us, now_us) for t, loaded in due]
-            results = await self.state.call_many(calls)
+            results = (await self.state.call_many([touch, *calls]))[1:]
             again = []
-            drained: list[Call] = []
-            try:
-                for (trigger, loaded), result in zip(due, results, strict=True):
-                    self.next_proactive_runs[trigger.id] = int(result[0])  # type: ignore[index]
-                    for record in result[2:]:
-                        self._window_fired(loaded, trigger, record)
-                        drained += await self._dispatch(loaded, trigger, record)
-                    # more due buckets: evaluated on, unless the automation was forgotten
-                    if result[1] == b"1" and self._owners.get(trigger.id) is loaded:  # type: ignore[arg-type]
-                        again.append((trigger, loaded))
-            finally:
-                await self.state.call_many(drained)  # what was published, even on failure
+            span = trace.get_current_span()
+            firings: list[tuple[trace.Span, LoadedAutomation, EventTrigger, bytes]] = []
+            for (trigger, loaded), result in zip(due, results, strict=True):
+                self.next_proactive_runs[trigger.id] = int(result[0])  # type: ignore[index]
+                for record in result[2:]:
+                    self._window_fired(loaded, trigger, record)
+                    firings.append((span, loaded, trigger, record))
+                # more due buckets: evaluated on, unless the automation was forgotten
+                if result[1] == b"1" and self._owners.get(trigger.id) is loaded:  # type: ignore[arg-type]
+                    again.append((trigger, loaded))
+            await self._fire_decided(firings)
             due = again
 
     def _window_fired(self, loaded: LoadedAutomation, trigger: EventTrigger, raw: bytes) -> None:
@@ -956,32 +1027,110 @@ class Engine:
 
     async def periodic_evaluation(self) -> None:
         """Held-event sweep, reconcile, lost followers, bucket sweep (SEMANTICS 9); then the
-        outboxes a crash left behind are drained and old applied child firings trimmed."""
+        outboxes a crash left behind are drained and old applied child firings trimmed.
+
+        Only automations with state are visited: those in the active set (touch-1), which
+        every script that creates state is sent after, so the cost follows what is in use,
+        not what is loaded. Each run also looks at one page of all automations, in turn, so
+        that state the set missed (left by an older version, or by a Redis Cluster node that
+        took the script but not the touch) is found and swept too, within a few runs."""
         now_us = to_micros(self.clock.now())
         as_of_us = now_us + await self.state.clock_offset(now_us)
-        await self._sweep(held_retention_us=micros(HELD_EXPECT_EVENTS_RETENTION), now_us=now_us)
+        scope = await self._periodic_scope()
+        await self._sweep(
+            [k for s in scope for k in s.holding_keys],
+            held_retention_us=micros(HELD_EXPECT_EVENTS_RETENTION),
+            now_us=now_us,
+        )
         await self.reconcile()
         await self._evaluate_lost_followers(now_us)
         cutoff = as_of_us - micros(self.settings.expired_bucket_buffer)
-        await self._sweep(bucket_cutoff_us=cutoff, seen_retention_us=micros(SEEN_HORIZON),
-                          now_us=now_us)
-        await self._drain_outboxes()
-        await self._trim_applied(now_us - micros(APPLIED_CHILD_FIRINGS_RETENTION))
+        await self._sweep(
+            [k for s in scope for k in s.event_keys],
+            bucket_cutoff_us=cutoff,
+            seen_retention_us=micros(SEEN_HORIZON),
+            now_us=now_us,
+        )
+        await self._drain_outboxes([s.loaded for s in scope if s.loaded is not None])
+        await self._trim_applied(
+            [k for s in scope for k in s.composite_keys],
+            now_us - micros(APPLIED_CHILD_FIRINGS_RETENTION),
+        )
 
-    async def _trim_applied(self, cutoff_us: int) -> None:
-        """Forget the child firings composites applied before the cutoff, for every
-        automation with state (loaded or not), after the outboxes were drained."""
-        groups = [
-            keys for loaded in self.automations.values() for keys in loaded.composite_keys.values()
-        ]
-        for generation, trigger_ids in await self._unloaded_state():
-            groups += [self.state.keys.composite(i, generation) for i in trigger_ids]
+    async def _periodic_scope(self) -> list[StateScope]:
+        """The automations whose state this periodic evaluation visits: the active ones, and
+        one page of every automation with a generation record (loaded here or not), taken
+        in turn from run to run; of those, the ones that still have state. The others leave
+        the active set; the page's ones with state join it."""
+        since_us, active = await self.state.active()
+        self._scan_cursor, page = await self.state.scan_generations(
+            self._scan_cursor, GENERATIONS_PAGE
+        )
+        records = dict(page)
+        others = [i for i in active if i not in self.automations and i not in records]
+        records.update(zip(others, await self.state.generations_of(others), strict=True))
+        scopes = []
+        for automation_id in dict.fromkeys([*active, *records]):
+            loaded = self.automations.get(automation_id)
+            record = records.get(automation_id)
+            if loaded is not None:
+                scopes.append(self._loaded_scope(loaded))
+            elif record is not None:
+                scopes.append(self._unloaded_scope(automation_id, record.decode()))
+        groups = [(s, k) for s in scopes for k in (*s.event_keys, *s.composite_keys)]
+        found = await self.state.with_state([k for _, k in groups])
+        with_state = {s.automation_id for (s, _), has in zip(groups, found, strict=True) if has}
+        kept = [s for s in scopes if s.automation_id in with_state]
+        await self.state.retire([i for i in active if i not in with_state], since_us)
+        joining = {s.automation_id for s in kept} - set(active)
+        if joining:
+            await self.state.call_many([self.state.touch(joining)])
+        return kept
+
+    def _loaded_scope(self, loaded: LoadedAutomation) -> StateScope:
+        """A loaded automation's state: its event triggers' (those holding events for the
+        held-event sweep) and its composites'."""
+        automation = loaded.automation
+        return StateScope(
+            automation_id=automation.id,
+            loaded=loaded,
+            event_keys=list(loaded.event_keys.values()),
+            holding_keys=[
+                keys
+                for trigger_id, keys in loaded.event_keys.items()
+                if automation.trigger_by_id(trigger_id).holds_events  # type: ignore[union-attr]
+            ],
+            composite_keys=list(loaded.composite_keys.values()),
+        )
+
+    def _unloaded_scope(self, automation_id: UUID, record: str) -> StateScope:
+        """The state of an automation not loaded here (disabled, or not yet loaded by this
+        replica), from its generation record. Prefect's sweeps delete every expired bucket
+        and held event, so a disabled automation's expired state is gone when it is enabled
+        again (SEMANTICS 9, 12), and does not outlive the sweep meanwhile. The record lists
+        every trigger id without its kind: each is swept as an event trigger (holding
+        events) and trimmed as a composite; keys of the other shape do not exist, so that
+        changes nothing."""
+        generation, trigger_ids = parse_generation(record)
+        event_keys = [self.state.keys.trigger(i, generation) for i in trigger_ids]
+        return StateScope(
+            automation_id=automation_id,
+            loaded=None,
+            event_keys=event_keys,
+            holding_keys=event_keys,
+            composite_keys=[self.state.keys.composite(i, generation) for i in trigger_ids],
+        )
+
+    async def _trim_applied(self, groups: Sequence[CompositeKeys], cutoff_us: int) -> None:
+        """Forget the child firings composites applied before the cutoff, after the outboxes
+        were drained."""
         await self.state.call_many(
             [Command(("ZREMRANGEBYSCORE", k.applied, "-inf", f"({cutoff_us}")) for k in groups]
         )
 
     async def _sweep(
         self,
+        keys: Sequence[TriggerKeys],
         now_us: int,
         bucket_cutoff_us: int | None = None,
         held_retention_us: int | None = None,
@@ -993,38 +1142,8 @@ class Engine:
             "" if held_retention_us is None else held_retention_us,
             "" if seen_retention_us is None else seen_retention_us,
         ]
-        keys = await self._stored_trigger_keys(holding_only=held_retention_us is not None)
         calls = [ScriptCall(self.state.scripts.sweep, k.as_list(), args) for k in keys]
         await self.state.call_many(calls)
-
-    async def _stored_trigger_keys(self, holding_only: bool) -> list[TriggerKeys]:
-        """The keys of every trigger with state in Redis, its automation loaded or not.
-
-        Prefect's sweeps delete every expired bucket and held event, so a disabled
-        automation's expired state is gone when it is enabled again (SEMANTICS 9, 12), and
-        does not outlive the sweep meanwhile. Loaded automations sweep only their event
-        triggers (only those holding events, for the held-event sweep); for the others the
-        generation record lists every trigger id, composites' included, whose state has no
-        keys of this shape, so sweeping them changes nothing."""
-        found = [
-            keys
-            for loaded in self.automations.values()
-            for trigger_id, keys in loaded.event_keys.items()
-            if not holding_only
-            or loaded.automation.trigger_by_id(trigger_id).holds_events  # type: ignore[union-attr]
-        ]
-        for generation, trigger_ids in await self._unloaded_state():
-            found += [self.state.keys.trigger(i, generation) for i in trigger_ids]
-        return found
-
-    async def _unloaded_state(self) -> list[tuple[str, list[UUID]]]:
-        """(generation, every trigger id) of each automation with state that is not loaded
-        here (disabled, or not yet loaded by this replica)."""
-        unloaded = []
-        for automation_id, record in (await self.state.generations()).items():
-            if UUID(automation_id.decode()) not in self.automations:
-                unloaded.append(parse_generation(record.decode()))
-        return unloaded
 
     async def _evaluate_lost_followers(self, now_us: int) -> None:
         cutoff = now_us - micros(PRECEDING_EVENT_LOOKBACK)
@@ -1035,14 +1154,16 @@ class Engine:
         for event in sorted(lost, key=lambda e: e.occurred):
             await self.reactive_evaluation([event])
 
-    async def _drain_outboxes(self) -> None:
+    async def _drain_outboxes(self, automations: Sequence[LoadedAutomation]) -> None:
         """Publish what a crashed replica decided but did not publish (DESIGN, delivery).
 
         Event triggers' outboxes first, then composites' own, innermost first: a drained
         child firing reaches a parent that may have applied it already (the composite script
         is idempotent by firing id), and a parent that fired but was not published is
-        published from its own outbox."""
-        for loaded in list(self.automations.values()):
+        published from its own outbox. Every outbox is read in one round trip."""
+        plans = []
+        outboxes: list[str] = []
+        for loaded in automations:
             triggers = [
                 loaded.automation.trigger_by_id(trigger_id) for trigger_id in loaded.event_keys
             ]
@@ -1051,17 +1172,23 @@ class Engine:
                 for t in reversed(loaded.automation.all_triggers())
                 if isinstance(t, CompoundTrigger | SequenceTrigger)
             ]
-            outboxes = [k.outbox for k in loaded.event_keys.values()] + [
-                loaded.composite_keys[c.id].outbox for c in composites  # type: ignore[index]
-            ]
-            records = await self.state.pending_firings(outboxes)
+            outboxes += [k.outbox for k in loaded.event_keys.values()]
+            outboxes += [loaded.composite_keys[c.id].outbox for c in composites]  # type: ignore[index]
+            plans.append((loaded, triggers, composites))
+        if not outboxes:
+            return
+        records = iter(await self.state.pending_firings(outboxes))
+        for loaded, triggers, composites in plans:
+            pending = [next(records) for _ in range(len(triggers) + len(composites))]
+            if not any(pending):
+                continue
             drained: list[Call] = []
             try:
-                for trigger, pending in zip(triggers, records[: len(triggers)], strict=True):
-                    for raw in pending:
+                for trigger, raws in zip(triggers, pending[: len(triggers)], strict=True):
+                    for raw in raws:
                         drained += await self._dispatch(loaded, trigger, raw)  # type: ignore[arg-type]
-                for composite, pending in zip(composites, records[len(triggers) :], strict=True):
-                    for raw in pending:
+                for composite, raws in zip(composites, pending[len(triggers) :], strict=True):
+                    for raw in raws:
                         drained += await self._dispatch_composite(loaded, composite, raw)
             finally:
                 await self.state.call_many(drained)  # what was published, even on failure

@@ -7,6 +7,7 @@ from fresh state (SEMANTICS Decision 6) while the old generation is deleted.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from uuid import UUID
 
@@ -37,6 +38,32 @@ class TriggerKeys:
     def scratch(self, token: str) -> TriggerKeys:
         """Scratch copies of these keys for a dry run (explain): same hash tag, same slot."""
         return TriggerKeys(*(f"{key}:dry:{token}" for key in self.as_list()))
+
+
+class KeysByTrigger(Mapping[UUID, TriggerKeys]):
+    """The keys of some triggers of one generation, built when asked for rather than held:
+    a service holds many triggers, and the keys of one take about a kilobyte."""
+
+    __slots__ = ("_build", "_generation", "_ids")
+
+    def __init__(self, keys: Keys, generation: str, trigger_ids: Iterable[UUID]):
+        self._build = keys.trigger
+        self._generation = generation
+        self._ids = tuple(trigger_ids)
+
+    def __getitem__(self, trigger_id: UUID) -> TriggerKeys:
+        if trigger_id not in self._ids:
+            raise KeyError(trigger_id)
+        return self._build(trigger_id, self._generation)
+
+    def __contains__(self, trigger_id: object) -> bool:
+        return trigger_id in self._ids
+
+    def __iter__(self) -> Iterator[UUID]:
+        return iter(self._ids)
+
+    def __len__(self) -> int:
+        return len(self._ids)
 
 
 @dataclass(frozen=True)
@@ -85,10 +112,10 @@ class Keys:
     def _ordering(self) -> str:
         return f"{self.prefix}:{{ordering}}"
 
-    def seen(self, event_id: UUID) -> str:
+    def seen(self, event_id: UUID | str) -> str:
         return f"{self._ordering}:seen:{event_id}"
 
-    def followers(self, leader_id: UUID) -> str:
+    def followers(self, leader_id: UUID | str) -> str:
         return f"{self._ordering}:followers:{leader_id}"
 
     @property
@@ -107,6 +134,12 @@ class Keys:
     def periodic_lease(self) -> str:
         """String: the token of the replica that runs periodic and proactive evaluation."""
         return f"{self.prefix}:{{lease}}:periodic"
+
+    @property
+    def active(self) -> str:
+        """Sorted set: automation id -> when one of its triggers' scripts last ran (touch-1);
+        the automations whose state the periodic evaluation visits."""
+        return f"{self.prefix}:{{automations}}:active"
 
     @property
     def generations(self) -> str:

@@ -73,7 +73,8 @@ class Scripts:
 
     NAMES = ("reactive-7", "proactive-7", "sweep-7", "composite-3", "park-4", "finish-n",
              "lost-2", "clock-1", "lease_renew-1", "lease_release-1", "dry_copy-14",
-             "dry_copy_composite-6", "intake-n")
+             "dry_copy_composite-6", "intake-n", "touch-1",
+             "retire-1")
 
     def __init__(self) -> None:
         self.by_name = {name: Script.load(name) for name in self.NAMES}
@@ -84,6 +85,8 @@ class Scripts:
         self.park = self.by_name["park-4"]
         self.finish = self.by_name["finish-n"]
         self.intake = self.by_name["intake-n"]
+        self.touch = self.by_name["touch-1"]
+        self.retire = self.by_name["retire-1"]
         self.lost = self.by_name["lost-2"]
         self.clock = self.by_name["clock-1"]
         self.lease_renew = self.by_name["lease_renew-1"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -198,9 +198,11 @@ class RedisState:
         """Mark each event seen, in order; the script returns each one's parked followers
         (SEMANTICS 10.1)."""
         keys = [self.keys.parked_events, self.keys.waitlist]
+        args: list[Any] = [now_us, SEEN_MARK_TTL_MS]
         for event_id in event_ids:
-            keys += (self.keys.seen(event_id), self.keys.followers(event_id))
-        args = [now_us, SEEN_MARK_TTL_MS, *(str(i) for i in event_ids)]
+            text = str(event_id)  # once: a UUID's str() is not free, and a batch has many
+            keys += (self.keys.seen(text), self.keys.followers(text))
+            args.append(text)
         # the seen marks say "evaluated": never before the evaluations queued ahead of it
         return ScriptCall(self.scripts.finish, keys, args, after_earlier=True)
 
@@ -213,7 +215,8 @@ class RedisState:
             return [], []
         keys: list[str] = []
         for event_id in event_ids:
-            keys += (self.keys.seen(event_id), self.keys.followers(event_id))
+            text = str(event_id)
+            keys += (self.keys.seen(text), self.keys.followers(text))
         answer = await self.call(self.scripts.intake, keys, [now_us, horizon_us])
         return [bool(a) for a in answer[0::2]], [bool(a) for a in answer[1::2]]
 
@@ -237,6 +240,53 @@ class RedisState:
         self.round_trips += 1
         await self.client.delete(self.keys.clock)
 
+    # -- the active set: automations whose state the periodic evaluation visits --
+
+    def touch(self, automation_ids: Iterable[UUID]) -> ScriptCall:
+        """Mark automations active; goes first in the pipeline of their triggers' scripts."""
+        return ScriptCall(self.scripts.touch, [self.keys.active], [str(i) for i in automation_ids])
+
+    async def active(self) -> tuple[int, list[UUID]]:
+        """The time now (us) on the active set's Redis (touch-1 of no automation tells it),
+        and the active automations."""
+        now, members = await self.call_many(
+            [self.touch(()), Command(("ZRANGE", self.keys.active, 0, -1))]
+        )
+        return int(now), [UUID(m.decode()) for m in members]
+
+    async def retire(self, automation_ids: Sequence[UUID], since_us: int) -> None:
+        """Drop automations found without state from the active set, unless touched since."""
+        if automation_ids:
+            args = [since_us, *(str(i) for i in automation_ids)]
+            await self.call(self.scripts.retire, [self.keys.active], args)
+
+    async def with_state(self, groups: Sequence[TriggerKeys | CompositeKeys]) -> list[bool]:
+        """Whether any key of each group exists (one EXISTS per group: its keys share a hash
+        tag), in one round trip."""
+        if not groups:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for group in groups:
+            pipe.exists(*group.as_list())
+        self.round_trips += 1
+        return [bool(count) for count in await pipe.execute()]
+
+    async def scan_generations(
+        self, cursor: int, count: int
+    ) -> tuple[int, list[tuple[UUID, bytes]]]:
+        """One page of the generation records (HSCAN): the cursor to go on from (0: back at
+        the start) and (automation id, record) pairs."""
+        self.round_trips += 1
+        cursor, page = await self.client.hscan(self.keys.generations, cursor, count=count)
+        return int(cursor), [(UUID(k.decode()), v) for k, v in page.items()]
+
+    async def generations_of(self, automation_ids: Sequence[UUID]) -> list[bytes | None]:
+        """The generation records of some automations (None: no record)."""
+        if not automation_ids:
+            return []
+        self.round_trips += 1
+        return await self.client.hmget(self.keys.generations, [str(i) for i in automation_ids])
+
     # -- state generations (Decision 6) --
 
     async def swap_generation(self, automation_id: UUID, value: str) -> bytes | None:
@@ -247,6 +297,17 @@ class RedisState:
         self.round_trips += 1
         previous, _ = await pipe.execute()
         return previous
+
+    async def swap_generations(self, records: Sequence[tuple[UUID, str]]) -> list[bytes | None]:
+        """`swap_generation` for many automations, in order, in one round trip."""
+        if not records:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for automation_id, value in records:
+            pipe.hget(self.keys.generations, str(automation_id))
+            pipe.hset(self.keys.generations, str(automation_id), value)
+        self.round_trips += 1
+        return (await pipe.execute())[0::2]
 
     async def generation(self, automation_id: UUID) -> bytes | None:
         self.round_trips += 1

@@ -60,7 +60,8 @@ def one_slot_per_call(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     def checked(self, keys):
         numkeys = check(self, keys)
-        slots = {key_slot(k.encode()) for k in keys}
+        # keys arrive as str, or already encoded (the engine's reactive calls, svc/engine)
+        slots = {key_slot(k if isinstance(k, bytes) else k.encode()) for k in keys}
         assert len(slots) <= 1, f"script {self.name} touches slots {slots}: {list(keys)}"
         seen.append(self.name)
         return numkeys

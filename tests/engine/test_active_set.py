@@ -1,0 +1,116 @@
+"""The active set (svc/state/lua/touch-1.lua): the periodic evaluation visits the state of the
+automations that have some, not every loaded automation (DESIGN, "Performance principles"),
+and sweeps exactly what it swept before (SEMANTICS 9)."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from svc.conformance import label_uuid
+from svc.state.store import Call, ScriptCall
+from tests.engine.support import Driver, automation, reactive
+
+
+class SweepCounter:
+    """Counts the sweep-7 calls the engine sends, by trigger key group."""
+
+    def __init__(self, driver: Driver):
+        self.swept: list[str] = []
+        state = driver.h.engine.state
+        original = state.call_many
+
+        async def counting(calls: list[Call]) -> list[Any]:
+            self.swept += [
+                c.keys[0] for c in calls
+                if isinstance(c, ScriptCall) and c.script is state.scripts.sweep
+            ]
+            return await original(calls)
+
+        state.call_many = counting  # type: ignore[method-assign]
+
+
+def quiet(label: str) -> dict[str, Any]:
+    return automation(label, reactive(expect=(f"{label}.never",)))
+
+
+async def active(driver: Driver) -> set[str]:
+    _, ids = await driver.h.engine.state.active()
+    return {driver.label(i) or "" for i in ids}
+
+
+async def test_periodic_evaluation_sweeps_only_automations_with_state(driver: Driver) -> None:
+    """After the first (full) pass, a periodic run sweeps the triggers of the automations
+    whose scripts ran, not those of the idle ones."""
+    await driver.start(
+        automation("busy", reactive(expect=("x.ping",), threshold=2, within=60)),
+        *(quiet(f"idle-{i}") for i in range(20)),
+    )
+    await driver.event("ping-1", 1, "x.ping")
+    assert await active(driver) == {"busy"}
+    counter = SweepCounter(driver)
+    await driver.h.tick()
+    busy = driver.keys("busy").buckets
+    assert set(counter.swept) == {busy}
+
+
+async def test_an_automation_left_without_state_leaves_the_active_set(driver: Driver) -> None:
+    """Once its buckets are swept and its seen marks have aged out, an automation is no
+    longer visited; its next event makes it active again."""
+    await driver.start(automation("busy", reactive(expect=("x.ping",), threshold=2, within=60)))
+    await driver.event("ping-1", 1, "x.ping")
+    await driver.h.advance(3 * 3600)  # past the bucket's end, its buffer and the seen horizon
+    assert await driver.state_keys(str(driver.trigger_id("busy"))) == set()
+    await driver.h.tick()
+    assert await active(driver) == set()
+    await driver.event("ping-2", 3 * 3600 + 1, "x.ping")
+    assert await active(driver) == {"busy"}
+
+
+async def test_the_scan_of_all_automations_finds_state_the_active_set_missed(
+    driver: Driver,
+) -> None:
+    """State whose automation is not in the active set (an older version wrote it, or a
+    Redis Cluster node took the script but not the touch) is found by the periodic
+    evaluation's look at every automation, a page per run (GENERATIONS_PAGE), and swept."""
+    await driver.start(
+        automation("busy", reactive(expect=("x.ping",), threshold=2, within=60)),
+        *(quiet(f"idle-{i}") for i in range(5)),
+    )
+    await driver.event("ping-1", 1, "x.ping")
+    await driver.client.delete(driver.h.engine.state.keys.active)
+    await driver.h.tick()
+    assert await active(driver) == {"busy"}
+    await driver.h.advance(600)
+    assert await driver.bucket("busy") is None
+
+
+async def test_a_page_of_all_automations_is_looked_at_per_run(driver: Driver) -> None:
+    """The look at every automation costs a page per run, not all of them at once."""
+    await driver.start(*(quiet(f"idle-{i}") for i in range(30)))
+    engine = driver.h.engine
+    looked: list[int] = []
+    scan = engine.state.scan_generations
+
+    async def counted(cursor: int, count: int) -> Any:
+        found = await scan(cursor, 10)
+        looked.append(len(found[1]))
+        return found
+
+    engine.state.scan_generations = counted  # type: ignore[method-assign]
+    for _ in range(4):
+        await driver.h.tick()
+    assert all(n <= 20 for n in looked) and sum(looked) >= 30
+
+
+async def test_a_disabled_automations_state_is_still_swept(driver: Driver) -> None:
+    """SEMANTICS 9, 12: an automation not loaded here keeps being swept while it has state
+    (found from its generation record), as Prefect's sweep deletes every expired bucket."""
+    document = automation("paused", reactive(expect=("x.ping",), threshold=2, within=60))
+    await driver.start(document)
+    await driver.event("ping-1", 1, "x.ping")
+    await driver.load({**document, "enabled": False})
+    assert UUID(label_uuid("paused")) not in driver.h.engine.automations
+    assert await active(driver) == {"paused"}
+    await driver.h.advance(600)
+    assert await driver.state_keys(str(driver.trigger_id("paused")), "buckets") == set()
