@@ -223,10 +223,20 @@ class Service:
         logger.info("triggers service started; admin API on %s", self.admin_address)
 
     async def _watch(self, store: AutomationStore) -> None:
-        """Every replica follows the KV bucket: load on put, forget on delete (SEMANTICS 12)."""
+        """Every replica follows the KV bucket: load on put, forget on delete (SEMANTICS 12).
+
+        The initial values are loaded together, once all have arrived (Engine.load_many:
+        one Redis round trip per thousand, not one each), before evaluation starts."""
+        initial: list[Automation] | None = []
         async for change in store.watch():
             if change is None:  # the end of the initial values
+                if initial:
+                    await self._load_initial(initial)
+                initial = None
                 self._loaded.set()
+                continue
+            if initial is not None and change.kind == "put" and change.automation is not None:
+                initial.append(change.automation)
                 continue
             try:
                 async with self._lock:
@@ -240,6 +250,22 @@ class Service:
             except Exception:
                 # one bad change must not stop the watcher (Prefect's listener keeps going)
                 logger.exception("could not apply a change to automation %s", change.automation_id)
+
+    async def _load_initial(self, automations: list[Automation]) -> None:
+        try:
+            async with self._lock:
+                await until_reachable(
+                    lambda: self.engine.load_many(automations), "Redis (loading automations)"
+                )
+        except Exception:
+            # one bad automation must not keep the others unloaded: one by one, as changes
+            logger.exception("could not load the stored automations together; one by one now")
+            for automation in automations:
+                try:
+                    async with self._lock:
+                        await self.engine.load(automation)
+                except Exception:
+                    logger.exception("could not load automation %s", automation.id)
 
     async def _apply(self, change: AutomationChange) -> None:
         if change.kind == "put" and change.automation is not None:

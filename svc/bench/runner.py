@@ -83,6 +83,7 @@ class Figures:
     latency_rate_per_s: float | None = None
     latency_p50_ms: float | None = None
     latency_p99_ms: float | None = None
+    latency_max_ms: float | None = None
     latency_samples: int = 0
     round_trips_per_event: float | None = None
     cpu_us_per_event: float | None = None
@@ -90,7 +91,13 @@ class Figures:
     nats_cpu_us_per_event: float | None = None  # the embedded servers' (None: not embedded)
     redis_cpu_us_per_event: float | None = None
     firings_per_event: float | None = None
+    periodic_max_s: float | None = None  # the slowest periodic run while it was measured
+    periodic_mean_s: float | None = None
+    # the service's garbage collections by generation (0, 1, 2) and their longest pauses
+    gc_collections: list[int] | None = None
+    gc_max_pause_ms: list[float] | None = None
     peak_rss_mb: float | None = None
+    rss_after_start_mb: float | None = None  # resident once every automation is loaded
     start_s: float | None = None  # service start, loading every automation from KV
     kv_write_s: float | None = None  # bulk write of the automations into the KV bucket
     admin_api_loads_per_s: float | None = None
@@ -501,6 +508,13 @@ class Bench:
                 figures.ratio_to_ceiling = drain.rate / ceiling.rate
 
     @staticmethod
+    def _periodic_figures(figures: Figures, runs: list[dict[str, Any]]) -> None:
+        durations = [r["duration_s"] for r in runs if r["duration_s"] > 0]
+        if durations:
+            figures.periodic_max_s = max(durations)
+            figures.periodic_mean_s = sum(durations) / len(durations)
+
+    @staticmethod
     def _latency_figures(figures: Figures, latencies: list[float], rate: float) -> None:
         figures.latency_rate_per_s = rate
         figures.latency_samples = len(latencies)
@@ -508,6 +522,7 @@ class Bench:
             ordered = sorted(latencies)
             figures.latency_p50_ms = _percentile(ordered, 0.50)
             figures.latency_p99_ms = _percentile(ordered, 0.99)
+            figures.latency_max_ms = ordered[-1]
 
     # -- workloads --
 
@@ -543,6 +558,7 @@ class Bench:
             try:
                 ready = await worker.wait_ready()
                 figures.start_s = ready["start_s"]
+                figures.rss_after_start_mb = ready["rss_mb"]
                 self.say(name, f"started in {figures.start_s:.1f} s; draining the backlog")
                 drain = await self.drain(settings, worker, settings.consumer_name, first, last,
                                          f"{name}: service")
@@ -560,6 +576,10 @@ class Bench:
                     figures.admin_api_loads_per_s = await self.admin_loads(
                         ready["admin_address"], admin_loads, automations
                     )
+                final = await worker.stats()
+                self._periodic_figures(figures, final["periodic"])
+                figures.gc_collections = final["gc_counts"]
+                figures.gc_max_pause_ms = [pause * 1e3 for pause in final["gc_max_s"]]
             finally:
                 figures.peak_rss_mb = await worker.stop()
         return figures

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import resource
 import time
@@ -51,13 +52,29 @@ class Probe:
 
     firings: int = 0
     periodic: list[PeriodicRun] = field(default_factory=list)
+    # garbage collections by generation: how many, and the longest pause (seconds)
+    gc_counts: list[int] = field(default_factory=lambda: [0, 0, 0])
+    gc_max_s: list[float] = field(default_factory=lambda: [0.0, 0.0, 0.0])
+    _gc_started: float = 0.0
+
+    def on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+            return
+        generation = info["generation"]
+        self.gc_counts[generation] += 1
+        pause = time.perf_counter() - self._gc_started
+        self.gc_max_s[generation] = max(self.gc_max_s[generation], pause)
 
 
 def _process_stats() -> dict[str, Any]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
+    with open("/proc/self/statm") as statm:  # pages: size, resident, ...
+        resident_pages = int(statm.read().split()[1])
     return {
         "cpu_s": usage.ru_utime + usage.ru_stime,
         "max_rss_mb": usage.ru_maxrss / 1024,  # kilobytes on Linux
+        "rss_mb": resident_pages * resource.getpagesize() / 2**20,
         "wall": time.time(),
     }
 
@@ -99,6 +116,7 @@ async def run_service(settings: Settings, control: str) -> None:
     assert engine is not None and service.consumer is not None
     _count_firings(engine, probe)
     _time_periodic(engine, probe)
+    gc.callbacks.append(probe.on_gc)
     state = engine.state
 
     def stats() -> dict[str, Any]:
@@ -111,6 +129,8 @@ async def run_service(settings: Settings, control: str) -> None:
             "firings": probe.firings,
             "admin_address": service.admin_address,
             "periodic": [vars(run) for run in probe.periodic],
+            "gc_counts": probe.gc_counts,
+            "gc_max_s": probe.gc_max_s,
         }
 
     nc = await _control(settings.nats_url or "", control, stats, stop)
