@@ -226,7 +226,8 @@ class Service:
         """Every replica follows the KV bucket: load on put, forget on delete (SEMANTICS 12).
 
         The initial values are loaded together, once all have arrived (Engine.load_many:
-        one Redis round trip per thousand, not one each), before evaluation starts."""
+        one Redis round trip per thousand, not one each), before evaluation starts. The
+        watch follows NATS reconnects by itself, resuming after the last change it gave."""
         initial: list[Automation] | None = []
         async for change in store.watch():
             if change is None:  # the end of the initial values
