@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio
 
 from svc.config import Settings
+from svc.connections import redis_client as redis_client_for
 from svc.embedded import EmbeddedServers
 
 
@@ -44,9 +45,10 @@ def key_prefix() -> str:
 
 @pytest.fixture
 async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[redis.asyncio.Redis]:
-    """A client on the session's Redis (bytes in, bytes out). Keys under this test's
+    """A client on the session's Redis (bytes in, bytes out), built as the service builds
+    its own (svc.connections, hiredis packing included). Keys under this test's
     `key_prefix` are deleted afterwards, so a shared external Redis does not fill up."""
-    client = redis.asyncio.Redis.from_url(redis_url, decode_responses=False)
+    client = redis_client_for(Settings(redis_url=redis_url))
     try:
         yield client
         keys = [key async for key in client.scan_iter(match=f"{key_prefix}*", count=1000)]
