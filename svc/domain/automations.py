@@ -128,16 +128,34 @@ class EventTrigger(_TriggerBase):
     threshold: int = 1
     within: timedelta = timedelta(0)
 
-    _patterns: EventNamePatterns = PrivateAttr()
-    _related_specs: tuple[ResourceSpecification, ...] = PrivateAttr()
-    _sorted_for_each: tuple[str, ...] = PrivateAttr()
-
     def model_post_init(self, context: Any) -> None:
-        self._patterns = EventNamePatterns(expect=self.expect, after=self.after)
-        related = self.match_related
-        self._related_specs = tuple(related) if isinstance(related, list) else (related,)
-        self._sorted_for_each = tuple(sorted(self.for_each))
         _share_fields_set(self)
+
+    # What the trigger's questions use, derived once from the fields. Cached properties, not
+    # pydantic private attributes: those are read through BaseModel.__getattr__, a slow path
+    # for values read for every candidate trigger of every event (docs/performance.md).
+
+    @functools.cached_property
+    def patterns(self) -> EventNamePatterns:
+        return EventNamePatterns(expect=self.expect, after=self.after)
+
+    @functools.cached_property
+    def related_specs(self) -> tuple[ResourceSpecification, ...]:
+        related = self.match_related
+        return tuple(related) if isinstance(related, list) else (related,)
+
+    @functools.cached_property
+    def sorted_for_each(self) -> tuple[str, ...]:
+        return tuple(sorted(self.for_each))
+
+    @functools.cached_property
+    def immediate(self) -> bool:
+        return self.posture == Posture.Reactive and self.within == timedelta(0)
+
+    @functools.cached_property
+    def holds_events(self) -> bool:
+        """Proactive triggers with `after` hold their expected events (6.2)."""
+        return self.posture == Posture.Proactive and bool(self.after)
 
     @field_validator("after", "expect", "for_each")
     @classmethod
@@ -204,39 +222,23 @@ class EventTrigger(_TriggerBase):
 
     # -- the trigger's questions (SEMANTICS 2.6, 2.7, 3.3) --
 
-    @property
-    def patterns(self) -> EventNamePatterns:
-        return self._patterns
-
-    @property
-    def related_specs(self) -> tuple[ResourceSpecification, ...]:
-        return self._related_specs
-
-    @property
-    def immediate(self) -> bool:
-        return self.posture == Posture.Reactive and self.within == timedelta(0)
-
-    @property
-    def holds_events(self) -> bool:
-        """Proactive triggers with `after` hold their expected events (6.2)."""
-        return self.posture == Posture.Proactive and bool(self.after)
-
     def covers(self, event: ReceivedEvent) -> bool:
-        return self._patterns.covers(event.event) and covers_resources(
-            self.match, self._related_specs, event.resource, event.related
+        return self.patterns.covers(event.event) and covers_resources(
+            self.match, self.related_specs, event.resource, event.related
         )
 
     def expects(self, name: str) -> bool:
-        return self._patterns.expects(name)
+        return self.patterns.expects(name)
 
     def starts_after(self, name: str) -> bool:
-        return self._patterns.starts_after(name)
+        return self.patterns.starts_after(name)
 
     def bucketing_key(self, event: ReceivedEvent) -> tuple[str, ...]:
-        return tuple(event.find_resource_label(label) or "" for label in self._sorted_for_each)
+        find = event.find_resource_label
+        return tuple(find(label) or "" for label in self.sorted_for_each)
 
     def triggering_labels(self, key: tuple[str, ...]) -> dict[str, str]:
-        return dict(zip(self._sorted_for_each, key, strict=True))
+        return dict(zip(self.sorted_for_each, key, strict=True))
 
     def meets_threshold(self, count: int) -> bool:
         if self.posture == Posture.Reactive:
