@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 WORKLOAD_NAMES = ("no-match", "one-match", "sla", "composite")
 # Columns of the report when it does not go to a terminal (a file, a pipe, a test's capture).
-REPORT_WIDTH = 170
+REPORT_WIDTH = 190
 
 
 def bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,7 +37,8 @@ def bench_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="WORKLOAD",
         help="run only this workload (repeatable): "
         + ", ".join(WORKLOAD_NAMES)
-        + " (all no-match sizes), or one size, e.g. no-match-1000",
+        + " (all no-match sizes), or one size, e.g. no-match-1000; one-match runs with "
+        "decision records on (the default) and again off (one-match-no-decisions)",
     )
     parser.add_argument(
         "--fetch-batch", type=int, help="override TRIGGERS_FETCH_BATCH for service and ceiling"
@@ -86,6 +87,10 @@ def _fmt(value: float | None, digits: int = 0, scale: float = 1.0) -> str:
     return f"{value * scale:,.{digits}f}"
 
 
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+,.1f}"
+
+
 def print_report(report: Report, console: Console) -> None:
     from rich.table import Table
 
@@ -96,13 +101,25 @@ def print_report(report: Report, console: Console) -> None:
         f"redis {machine['redis_server']}; fetch batch {report.settings['fetch_batch']}"
         + (" (quick sizes)" if report.quick else "")
     )
+    default = report.settings.get("decisions_default")
+    if default is not None:
+        paired = [f.workload for f in report.figures if f.decisions_enabled != default]
+        console.print(
+            f"decision records {'on' if default else 'off'} (the default of "
+            "TRIGGERS_DECISIONS_ENABLED) in every workload"
+            + (f" but {', '.join(paired)} ({'off' if default else 'on'})" if paired else "")
+        )
     table = Table(title="triggers service benchmark")
     for column in (
         "workload", "automations", "events/s", "ceiling/s", "ratio", "pull ceiling/s",
         "p50 ms", "p99 ms", "RT/event", "CPU us/event", "NATS us", "Redis us", "peak RSS MB",
         "start s",
     ):  # fmt: skip
-        table.add_column(column, justify="left" if column == "workload" else "right")
+        if column == "workload":  # whole names: one-match-no-decisions is the longest
+            longest = max((len(f.workload) for f in report.figures), default=8)
+            table.add_column(column, no_wrap=True, min_width=longest)
+        else:
+            table.add_column(column, justify="right")
     for f in report.figures:
         table.add_row(
             f.workload,
@@ -121,12 +138,27 @@ def print_report(report: Report, console: Console) -> None:
             _fmt(f.start_s, 1),
         )
     console.print(table)
+    cost = report.decisions
+    if cost:
+        on, off = cost["on"], cost["off"]
+        console.print(
+            f"decision records: {on['workload']} (on) {_fmt(on['events_per_s'])} events/s, "
+            f"{_fmt(on['cpu_us_per_event'])} CPU us/event; {off['workload']} (off) "
+            f"{_fmt(off['events_per_s'])} events/s, {_fmt(off['cpu_us_per_event'])} CPU "
+            f"us/event. On against off: rate {_signed(cost['events_per_s_change_pct'])} %, "
+            f"service CPU {_signed(cost['cpu_us_per_event_cost'])} us/event, NATS CPU "
+            f"{_signed(cost['nats_cpu_us_per_event_cost'])} us/event"
+            + (" (quick sizes: too small a backlog to tell them apart from noise)"
+               if report.quick else "")
+        )
     for f in report.figures:
         if f.ticks:
             console.print(
                 f"{f.workload}: {f.ticks} periodic ticks over {f.open_buckets:,} open buckets: "
                 f"slowest {_fmt(f.tick_max_s, 3)} s, mean {_fmt(f.tick_mean_s, 3)} s, "
-                f"{_fmt(f.due_per_tick)} due and {_fmt(f.bucket_reads_per_tick)} HGETs per tick"
+                f"{_fmt(f.due_per_tick)} due and {_fmt(f.bucket_reads_per_tick, 1)} bucket reads "
+                f"(HGETs of the proactive scripts) per tick; {_fmt(f.hgets_per_tick, 1)} HGETs "
+                "in all, the events clock's included"
             )
         if f.admin_api_loads_per_s:
             console.print(
@@ -138,7 +170,8 @@ def print_report(report: Report, console: Console) -> None:
         targets.add_column(column)
     for t in report.targets:
         met = {True: "[green]yes[/green]", False: "[red]no[/red]", None: "-"}[t["met"]]
-        targets.add_row(t["target"], _value(t), f"{t['limit']:,} {t['unit']}".strip(), met)
+        limit = "-" if t["limit"] is None else f"{t['limit']:,} {t['unit']}".strip()
+        targets.add_row(t["target"], _value(t), limit, met)
     console.print(targets)
 
 
@@ -146,4 +179,6 @@ def _value(target: dict[str, Any]) -> str:
     value = target["value"]
     if value is None:
         return "-"
-    return f"{value:,.3g} {target['unit']}".strip() if value < 100 else f"{value:,.0f}"
+    if abs(value) < 100:
+        return f"{value:,.3g} {target['unit']}".strip()
+    return f"{value:,.0f}"

@@ -6,11 +6,17 @@ For each workload, with its own streams, KV bucket and Redis key prefix:
    events are published ahead (a backlog: warm-up events, then the measured ones);
 2. the ceiling drains that backlog: a bare fetch-and-ack loop on its own durable consumer;
 3. the service starts (loading every automation from the KV bucket: the start figure) and
-   drains the same backlog on its durable consumer. Rates come from the consumers' ack
-   floors, sampled by polling, over the measured stretch of the stream, so both sides are
-   measured from published to acked in the same way;
+   drains the same backlog on its durable consumer. The bench polls the consumers' ack floors
+   to know when a backlog is drained; rates are timed by the workers themselves, from the
+   acked batch that reached the end of the warm-up to the one that reached the end of the
+   backlog (worker.Timeline), so both sides are measured over the same stretch of the stream
+   in the same way, to the batch, start-up and polling left out;
 4. where the workload has actions, events are then sent at half the service's rate and each
    triggered action's arrival is matched to its event's send time (event-to-action latency).
+
+Every workload runs with decision records as the setting's default has them (on), and
+one-match runs a second time with them off (`one-match-no-decisions`, no latency phase, the
+ceiling of one-match): the pair is the records' cost.
 
 The service and the ceiling run as their own processes (svc/bench/worker.py), so their CPU
 time, peak RSS and Redis round trips are theirs alone.
@@ -67,6 +73,12 @@ SLA_LEAD_S = 5.0
 SLA_EXPECTED_OPEN_RATE = 4_000
 # After the last latency event is acked, how long late actions are still collected.
 LATENCY_SETTLE_S = 2.0
+# Decision records (the `decisions_enabled` setting): every workload runs with the default;
+# one-match runs a second time with the other value, under this name.
+DECISIONS_DEFAULT: bool = next(
+    f.default for f in dataclasses.fields(Settings) if f.name == "decisions_enabled"
+)
+DECISIONS_PAIR = "one-match-no-decisions" if DECISIONS_DEFAULT else "one-match-decisions"
 
 
 @dataclass
@@ -75,9 +87,11 @@ class Figures:
 
     workload: str
     automations: int
+    decisions_enabled: bool = DECISIONS_DEFAULT  # decision records on (the setting)
     events: int = 0
     events_per_s: float | None = None
     ceiling_per_s: float | None = None  # the issue's: nats.py's fetch, then ack each
+    ceiling_from: str | None = None  # the workload whose ceilings these are, when another's
     ratio_to_ceiling: float | None = None
     pull_ceiling_per_s: float | None = None  # the same loop fetching as the service does
     latency_rate_per_s: float | None = None
@@ -106,7 +120,9 @@ class Figures:
     tick_max_s: float | None = None
     tick_mean_s: float | None = None
     due_per_tick: float | None = None
+    # HGETs of the proactive scripts (bucket reads); all HGETs, the events clock's included
     bucket_reads_per_tick: float | None = None
+    hgets_per_tick: float | None = None
     open_buckets: int = 0
 
 
@@ -117,6 +133,8 @@ class Report:
     quick: bool
     figures: list[Figures] = field(default_factory=list)
     targets: list[dict[str, Any]] = field(default_factory=list)
+    # one-match with decision records on and off, and the difference (decisions_cost())
+    decisions: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -153,7 +171,15 @@ class WorkerError(RuntimeError):
 class Worker:
     """One `python -m svc.bench.worker` process and its control subject."""
 
-    def __init__(self, nc: NATS, mode: str, settings: Settings, log_dir: Path, name: str):
+    def __init__(
+        self,
+        nc: NATS,
+        mode: str,
+        settings: Settings,
+        log_dir: Path,
+        name: str,
+        extra_args: Iterable[str] = (),
+    ):
         self.nc = nc
         self.mode = mode
         self.control = f"_bench.{uuid.uuid4().hex}"
@@ -165,6 +191,7 @@ class Worker:
         ]  # fmt: skip
         if mode != "service":
             command += ["--consumer", "bench-ceiling"]
+        command += list(extra_args)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 command,
@@ -184,6 +211,12 @@ class Worker:
 
     async def stats(self, timeout_s: float = 10.0) -> dict[str, Any]:
         reply = await self.nc.request(self.control, b"stats", timeout=timeout_s)
+        return orjson.loads(reply.data)
+
+    async def span(self, first: int, last: int, timeout_s: float = 10.0) -> dict[str, Any]:
+        """The worker's timeline marks of the batches that reached `first` and `last`."""
+        reply = await self.nc.request(self.control, f"span {first} {last}".encode(),
+                                      timeout=timeout_s)
         return orjson.loads(reply.data)
 
     async def wait_ready(self, timeout_s: float = WORKER_START_TIMEOUT_S) -> dict[str, Any]:
@@ -227,23 +260,45 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 @dataclass
 class Drain:
-    """One backlog drained by a consumer, between two samples of its ack floor."""
+    """One backlog drained by a consumer.
+
+    `seconds` and `events` are timed by the worker, from the batch that reached the end of
+    the warm-up to the one that reached the end of the backlog (`timed` "batches"); when its
+    timeline lacks them, between the bench's first samples of the ack floor at or past each
+    (`timed` "polls"). The other figures come from the bench's samples: the worker's
+    counters (`first`, `last`) and the servers' CPU time, over `polled_events`."""
 
     seconds: float
     events: int
     first: dict[str, Any]
     last: dict[str, Any]
-    servers_cpu_s: dict[str, float]  # CPU seconds of each embedded server over the drain
+    servers_cpu_s: dict[str, float]  # CPU seconds of each embedded server over the samples
+    polled_events: int = 0  # the ack floor's advance between the samples
+    cpu_s_per_event: float | None = None  # the worker's, over the timed batches
+    timed: str = "polls"
 
     @property
     def rate(self) -> float | None:
         return _rate(self.events, self.seconds)
 
     def per_event(self, key: str) -> float | None:
+        if key == "cpu_s" and self.cpu_s_per_event is not None:
+            return self.cpu_s_per_event
         processed = self.last.get("processed", 0) - self.first.get("processed", 0)
         if key not in self.first or processed <= 0:
             return None
         return (self.last[key] - self.first[key]) / processed
+
+    def timed_by_batches(self, span: dict[str, Any]) -> None:
+        """Time the drain by the worker's marks (worker.Timeline.span), when it has two."""
+        start, end = span.get("start"), span.get("end")
+        if not start or not end or end[1] <= start[1] or end[0] <= start[0]:
+            return
+        self.seconds = end[0] - start[0]
+        self.events = end[1] - start[1]
+        processed = end[2] - start[2]
+        self.cpu_s_per_event = (end[3] - start[3]) / processed if processed > 0 else None
+        self.timed = "batches"
 
 
 class Bench:
@@ -286,7 +341,10 @@ class Bench:
         self.console.log(f"[bold]{workload}[/bold] {text}")
 
     def settings_for(self, slug: str, **changes: Any) -> Settings:
+        """The workload's own streams, bucket and key prefix; decision records as the
+        setting's default has them, unless `changes` says otherwise."""
         tag = slug.upper().replace("-", "_")
+        changes.setdefault("decisions_enabled", DECISIONS_DEFAULT)
         return dataclasses.replace(
             self.base,
             key_prefix=f"bench:{self.run_id}:{slug}",
@@ -412,7 +470,10 @@ class Bench:
                     t0, floor0, stats0, servers0 = start
                     servers1 = self._servers_cpu()
                     servers = {k: servers1[k] - servers0[k] for k in servers0.keys() & servers1}
-                    return Drain(now - t0, floor - floor0, stats0, stats, servers)
+                    drain = Drain(now - t0, floor - floor0, stats0, stats, servers,
+                                  polled_events=floor - floor0)
+                    drain.timed_by_batches(await worker.span(first, last))
+                    return drain
                 if worker.process.poll() is not None:
                     raise WorkerError(f"the {worker.mode} worker exited:\n{worker._log_tail()}")
                 await asyncio.sleep(POLL_INTERVAL_S)
@@ -497,15 +558,15 @@ class Bench:
         cpu = drain.per_event("cpu_s")
         figures.cpu_us_per_event = None if cpu is None else cpu * 1e6
         figures.firings_per_event = drain.per_event("firings")
-        if drain.events:
+        if drain.polled_events:
             for name, cpu_s in drain.servers_cpu_s.items():
-                setattr(figures, f"{name}_cpu_us_per_event", cpu_s / drain.events * 1e6)
+                setattr(figures, f"{name}_cpu_us_per_event", cpu_s / drain.polled_events * 1e6)
         if ceiling is not None:
             figures.ceiling_per_s = ceiling.rate
             cpu = ceiling.per_event("cpu_s")
             figures.ceiling_cpu_us_per_event = None if cpu is None else cpu * 1e6
-            if ceiling.rate and drain.rate:
-                figures.ratio_to_ceiling = drain.rate / ceiling.rate
+        if figures.ceiling_per_s and drain.rate:
+            figures.ratio_to_ceiling = drain.rate / figures.ceiling_per_s
 
     @staticmethod
     def _periodic_figures(figures: Figures, runs: list[dict[str, Any]]) -> None:
@@ -537,11 +598,16 @@ class Bench:
         latency_event: Callable[[int, int], dict[str, Any]] | None,
         latency_warm_up: Callable[[], list[dict[str, Any]]] | None = None,
         admin_loads: int = 0,
+        decisions_enabled: bool = DECISIONS_DEFAULT,
+        ceiling_of: Figures | None = None,
     ) -> Figures:
-        """The shape shared by no-match, one-match and composite (see the module docstring)."""
+        """The shape shared by no-match, one-match and composite (see the module docstring).
+        With `ceiling_of`, the ceilings are that workload's (the same backlog), not measured
+        again."""
         assert self.nc is not None
-        settings = self.settings_for(name)
-        figures = Figures(workload=name, automations=automations)
+        settings = self.settings_for(name, decisions_enabled=decisions_enabled)
+        figures = Figures(workload=name, automations=automations,
+                          decisions_enabled=decisions_enabled)
         async with self.streams(settings):
             self.say(name, f"writing {automations:,} automations to the KV bucket")
             figures.kv_write_s = await self.write_automations(
@@ -549,10 +615,17 @@ class Bench:
             )
             first = await self.publish(settings, warm_up(), warm_up_count, f"{name}: warm-up")
             last = await self.publish(settings, backlog(), self.sizes.events, f"{name}: backlog")
-            self.say(name, f"measuring the ceiling over {last - first:,} events")
-            ceiling = await self.ceiling(settings, first, last, name)
-            pull_ceiling = await self.ceiling(settings, first, last, name, "pull-ceiling")
-            figures.pull_ceiling_per_s = pull_ceiling.rate
+            ceiling = None
+            if ceiling_of is None:
+                self.say(name, f"measuring the ceiling over {last - first:,} events")
+                ceiling = await self.ceiling(settings, first, last, name)
+                pull_ceiling = await self.ceiling(settings, first, last, name, "pull-ceiling")
+                figures.pull_ceiling_per_s = pull_ceiling.rate
+            else:
+                figures.ceiling_from = ceiling_of.workload
+                figures.ceiling_per_s = ceiling_of.ceiling_per_s
+                figures.ceiling_cpu_us_per_event = ceiling_of.ceiling_cpu_us_per_event
+                figures.pull_ceiling_per_s = ceiling_of.pull_ceiling_per_s
             self.say(name, "starting the service")
             worker = Worker(self.nc, "service", settings, self.log_dir, name)
             try:
@@ -609,12 +682,22 @@ class Bench:
     def _traffic(self) -> Traffic:
         return Traffic(self.sizes.one_match_automations, self.sizes.one_match_workers)
 
-    async def one_match(self) -> Figures:
+    async def one_match(
+        self, decisions_enabled: bool = DECISIONS_DEFAULT, ceiling_of: Figures | None = None
+    ) -> Figures:
+        """One-match with decision records as the setting's default has them; with the
+        other value, it is DECISIONS_PAIR: the same backlog, without the latency phase (the
+        records' cost is the difference of rates and CPU time), with `ceiling_of`'s
+        ceilings when given."""
         traffic = self._traffic()
+        paired = decisions_enabled != DECISIONS_DEFAULT
         return await self._traffic_workload(
-            "one-match",
+            DECISIONS_PAIR if paired else "one-match",
             lambda: (wl.one_match_automation(i) for i in range(traffic.automations)),
             traffic.automations,
+            decisions_enabled=decisions_enabled,
+            latency=not paired,
+            ceiling_of=ceiling_of,
         )
 
     async def composite(self) -> Figures:
@@ -625,7 +708,13 @@ class Bench:
         )
 
     async def _traffic_workload(
-        self, name: str, documents: Callable[[], Iterable[dict[str, Any]]], automations: int
+        self,
+        name: str,
+        documents: Callable[[], Iterable[dict[str, Any]]],
+        automations: int,
+        decisions_enabled: bool = DECISIONS_DEFAULT,
+        latency: bool = True,
+        ceiling_of: Figures | None = None,
     ) -> Figures:
         traffic = self._traffic()
         warm_up = list(traffic.warm_up())
@@ -650,8 +739,10 @@ class Bench:
             lambda: (traffic.bucket_event(b, now) for b in warm_up),
             len(warm_up),
             lambda: (traffic.event(i, now) for i in range(events)),
-            latency_event,
-            latency_warm_up,
+            latency_event if latency else None,
+            latency_warm_up if latency else None,
+            decisions_enabled=decisions_enabled,
+            ceiling_of=ceiling_of,
         )
 
     async def sla(self) -> Figures:
@@ -696,7 +787,8 @@ class Bench:
                     await asyncio.sleep(POLL_INTERVAL_S)
             finally:
                 await opener.stop()
-            worker = Worker(self.nc, "service", settings, self.log_dir, name)
+            worker = Worker(self.nc, "service", settings, self.log_dir, name,
+                            extra_args=["--count-bucket-reads"])
             try:
                 ready = await worker.wait_ready()
                 figures.start_s = ready["start_s"]
@@ -709,10 +801,13 @@ class Bench:
                 before = await self.redis.info("commandstats")
                 await asyncio.sleep(sizes.sla_ticks * plan.tick_s + plan.tick_s / 2)
                 after = await self.redis.info("commandstats")
+                measured_until = time.time()
                 stats = await worker.stats()
+                # the runs that started and ended between the two samples
                 runs = [
                     r for r in stats["periodic"]
                     if r["started"] >= measured_from and r["duration_s"] > 0
+                    and r["started"] + r["duration_s"] <= measured_until
                 ]
                 self._tick_figures(figures, runs, before, after)
             finally:
@@ -735,16 +830,29 @@ class Bench:
         def calls(stats: dict[str, Any]) -> int:
             return int((stats.get("cmdstat_hget") or {}).get("calls", 0))
 
-        figures.bucket_reads_per_tick = (calls(after) - calls(before)) / len(runs)
+        # Every HGET Redis served meanwhile: the bucket reads, and the events clock's
+        # (clock-1 reads it with two: each periodic and each proactive evaluation reads the
+        # offset, and each batch of the events the firings publish back ticks it).
+        figures.hgets_per_tick = (calls(after) - calls(before)) / len(runs)
+        # The bucket reads alone: the HGETs of the proactive scripts (worker, with
+        # --count-bucket-reads), counted around them in each run.
+        reads = [r.get("bucket_reads") for r in runs]
+        if all(r is not None for r in reads):
+            figures.bucket_reads_per_tick = sum(reads) / len(runs)  # type: ignore[arg-type]
 
 
 def evaluate_targets(figures: list[Figures], sizes: Sizes) -> list[dict[str, Any]]:
-    """The issue's targets, each with the figure it is judged on and whether it is met."""
+    """The issue's targets, each with the figure it is judged on and whether it is met; and
+    figures reported beside them without a limit (`limit` and `met` None)."""
     by_name = {f.workload: f for f in figures}
     targets: list[dict[str, Any]] = []
 
-    def add(target: str, value: float | None, limit: float, at_least: bool, unit: str) -> None:
-        met = None if value is None else (value >= limit if at_least else value <= limit)
+    def add(
+        target: str, value: float | None, limit: float | None, at_least: bool, unit: str
+    ) -> None:
+        met = None if value is None or limit is None else (
+            value >= limit if at_least else value <= limit
+        )
         targets.append(
             {"target": target, "value": value, "limit": limit, "unit": unit, "met": met}
         )
@@ -766,6 +874,12 @@ def evaluate_targets(figures: list[Figures], sizes: Sizes) -> list[dict[str, Any
         add("one-match: events/s", one.events_per_s, 15_000, True, "events/s")
         add("one-match: Redis round trips per event", one.round_trips_per_event, 0.1, False, "")
         add("one-match: p99 event-to-action at half rate", one.latency_p99_ms, 25, False, "ms")
+    cost = decisions_cost(figures)
+    if cost:
+        add("one-match: decision records' CPU cost (on - off)", cost["cpu_us_per_event_cost"],
+            None, False, "us/event")
+        add("one-match: events/s with decision records on vs off",
+            cost["events_per_s_change_pct"], None, True, "%")
     sla = by_name.get("sla")
     if sla:
         add(f"sla: slowest tick ({sla.due_per_tick or 0:,.0f} due among {sla.open_buckets:,})",
@@ -831,6 +945,7 @@ async def run_bench(
                 "fetch_batch": settings.fetch_batch,
                 "max_ack_pending": settings.max_ack_pending,
                 "traces_exporter": settings.traces_exporter,
+                "decisions_default": DECISIONS_DEFAULT,
             },
             quick=quick,
         )
@@ -838,12 +953,53 @@ async def run_bench(
         for count in sizes.no_match_automations:
             if wanted(f"no-match-{count}"):
                 report.figures.append(await bench.no_match(count, admin=count == largest))
+        one = None
         if wanted("one-match"):
-            report.figures.append(await bench.one_match())
+            one = await bench.one_match()
+            report.figures.append(one)
+        if wanted(DECISIONS_PAIR):
+            report.figures.append(
+                await bench.one_match(decisions_enabled=not DECISIONS_DEFAULT, ceiling_of=one)
+            )
         if wanted("sla"):
             report.figures.append(await bench.sla())
         if wanted("composite"):
             report.figures.append(await bench.composite())
+    report.decisions = decisions_cost(report.figures)
     report.targets = evaluate_targets(report.figures, sizes)
     return report
+
+
+def decisions_cost(figures: list[Figures]) -> dict[str, Any] | None:
+    """One-match with decision records on and off, and what the records cost: the change of
+    the rate (percent, on against off) and the CPU time per event they add (on - off), the
+    service's and the embedded servers'. None unless both ran."""
+    pair = {f.decisions_enabled: f for f in figures if f.workload in ("one-match", DECISIONS_PAIR)}
+    on, off = pair.get(True), pair.get(False)
+    if on is None or off is None:
+        return None
+    keys = ("events_per_s", "cpu_us_per_event", "nats_cpu_us_per_event",
+            "redis_cpu_us_per_event", "round_trips_per_event")
+
+    def side(f: Figures) -> dict[str, Any]:
+        return {"workload": f.workload, **{k: getattr(f, k) for k in keys}}
+
+    def cost(key: str) -> float | None:
+        a, b = getattr(on, key), getattr(off, key)
+        return None if a is None or b is None else a - b
+
+    return {
+        "setting": "decisions_enabled (TRIGGERS_DECISIONS_ENABLED)",
+        "default": DECISIONS_DEFAULT,
+        "on": side(on),
+        "off": side(off),
+        "events_per_s_change_pct": (
+            (on.events_per_s / off.events_per_s - 1) * 100
+            if on.events_per_s and off.events_per_s
+            else None
+        ),
+        "cpu_us_per_event_cost": cost("cpu_us_per_event"),
+        "nats_cpu_us_per_event_cost": cost("nats_cpu_us_per_event"),
+        "redis_cpu_us_per_event_cost": cost("redis_cpu_us_per_event"),
+    }
 

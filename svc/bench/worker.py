@@ -7,6 +7,12 @@
 Each answers requests on a control subject (core NATS, its own connection): `stats` returns
 its counters as JSON, `stop` stops it. The counters are read in the process itself, so the
 benchmark gets CPU time, events handled and Redis round trips from one consistent moment.
+
+Each also keeps a `Timeline`: after every batch it acked, the time, the stream sequence of
+the batch's last message, the messages processed so far and its CPU time. `span FIRST LAST`
+returns the marks of the batches that first reached FIRST and LAST: the benchmark times a
+backlog between them, to the batch, however short it is (the ack floor, polled, would add up
+to a poll interval at each end, and miss the start when the backlog drains faster than that).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import gc
 import logging
 import resource
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +41,31 @@ logger = logging.getLogger(__name__)
 
 STATS = b"stats"
 STOP = b"stop"
+SPAN = b"span"
+# Batches a timeline remembers: far more than the largest backlog has (150,000 events in
+# batches of 100), few enough to stay small whatever runs after the backlog.
+TIMELINE_BATCHES = 100_000
+
+
+class Timeline:
+    """One mark per acked batch: (perf_counter s, last stream sequence, processed, CPU s)."""
+
+    def __init__(self) -> None:
+        self.marks: deque[tuple[float, int, int, float]] = deque(maxlen=TIMELINE_BATCHES)
+
+    def mark(self, last_sequence: int, processed: int) -> None:
+        self.marks.append((time.perf_counter(), last_sequence, processed, time.process_time()))
+
+    def span(self, first: int, last: int) -> dict[str, Any]:
+        """The marks of the first batches whose last sequence reached `first` and `last`."""
+        start = end = None
+        for mark in self.marks:
+            if start is None and mark[1] >= first:
+                start = mark
+            if mark[1] >= last:
+                end = mark
+                break
+        return {"start": start, "end": end}
 
 
 @dataclass
@@ -44,6 +76,10 @@ class PeriodicRun:
     duration_s: float = 0.0
     round_trips: int = 0
     firings: int = 0
+    # HGETs Redis served while proactive-7 evaluated the due buckets (with
+    # --count-bucket-reads): the bucket reads alone, not the events clock's HGETs
+    bucket_reads: int | None = None
+    probe_s: float = 0.0  # time the bucket-read count took, left out of duration_s
 
 
 @dataclass
@@ -80,7 +116,11 @@ def _process_stats() -> dict[str, Any]:
 
 
 async def _control(
-    url: str, subject: str, stats: Callable[[], dict[str, Any]], stop: asyncio.Event
+    url: str,
+    subject: str,
+    stats: Callable[[], dict[str, Any]],
+    stop: asyncio.Event,
+    timeline: Timeline,
 ) -> nats.NATS:
     nc = await nats.connect(url, name="bench-control")
 
@@ -88,6 +128,9 @@ async def _control(
         if msg.data == STOP:
             stop.set()
             await msg.respond(b"{}")
+        elif msg.data.startswith(SPAN):
+            first, last = (int(n) for n in msg.data.split()[1:3])
+            await msg.respond(orjson.dumps(timeline.span(first, last)))
         else:
             await msg.respond(orjson.dumps({**_process_stats(), **stats()}))
 
@@ -95,8 +138,11 @@ async def _control(
     return nc
 
 
-async def run_service(settings: Settings, control: str) -> None:
-    """Start the service as `svc run` does, count what the benchmark needs, stop on request."""
+async def run_service(settings: Settings, control: str, count_bucket_reads: bool = False) -> None:
+    """Start the service as `svc run` does, count what the benchmark needs, stop on request.
+
+    With `count_bucket_reads`, each proactive evaluation also counts the HGETs Redis served
+    while its scripts ran (two INFO commandstats per run, their time left out of the run's)."""
     from svc.service import Service
     from svc.telemetry import configure_telemetry
 
@@ -114,8 +160,16 @@ async def run_service(settings: Settings, control: str) -> None:
     start_s = time.perf_counter() - started
     engine = service.engine
     assert engine is not None and service.consumer is not None
+    timeline = Timeline()
+    _mark_batches(service.consumer, timeline)
     _count_firings(engine, probe)
     _time_periodic(engine, probe)
+    counter = None
+    if count_bucket_reads:
+        from redis.asyncio import Redis
+
+        counter = Redis.from_url(settings.redis_url or "")
+        _count_bucket_reads(engine, probe, counter)
     gc.callbacks.append(probe.on_gc)
     state = engine.state
 
@@ -133,13 +187,26 @@ async def run_service(settings: Settings, control: str) -> None:
             "gc_max_s": probe.gc_max_s,
         }
 
-    nc = await _control(settings.nats_url or "", control, stats, stop)
+    nc = await _control(settings.nats_url or "", control, stats, stop, timeline)
     try:
         await stop.wait()
     finally:
         await service.stop()
         telemetry.shutdown()
         await nc.drain()
+        if counter is not None:
+            await counter.aclose()
+
+
+def _mark_batches(consumer: Any, timeline: Timeline) -> None:
+    """A timeline mark after each batch the consumer handled and acked."""
+    handle_batch: Callable[[list[Msg]], Awaitable[None]] = consumer._handle_batch
+
+    async def marked(messages: list[Msg]) -> None:
+        await handle_batch(messages)
+        timeline.mark(messages[-1].metadata.sequence.stream, consumer.processed)
+
+    consumer._handle_batch = marked
 
 
 def _count_firings(engine: Any, probe: Probe) -> None:
@@ -173,12 +240,41 @@ def _time_periodic(engine: Any, probe: Probe) -> None:
         finally:
             if probe.periodic and "t0" in marks:
                 run = probe.periodic[-1]
-                run.duration_s = time.perf_counter() - marks.pop("t0")
+                run.duration_s = time.perf_counter() - marks.pop("t0") - run.probe_s
                 run.round_trips += engine.state.round_trips
                 run.firings += probe.firings
 
     engine.periodic_evaluation = timed_periodic
     engine.evaluate_proactive_triggers = timed_proactive
+
+
+def _count_bucket_reads(engine: Any, probe: Probe, redis: Any) -> None:
+    """Count the HGETs of each run's proactive scripts: Redis's HGET calls just before and
+    just after Engine._evaluate_proactive, which sends them once the events clock was read
+    (clock-1 reads it with two HGETs of its own). The service's lock keeps event batches
+    out meanwhile; the time of the two INFO requests is taken off the run's duration."""
+    evaluate: Callable[[int, int], Awaitable[None]] = engine._evaluate_proactive
+
+    async def hgets() -> int:
+        stats = await redis.info("commandstats")
+        return int((stats.get("cmdstat_hget") or {}).get("calls", 0))
+
+    async def counted(now_us: int, as_of_us: int) -> None:
+        probing = time.perf_counter()
+        before = await hgets()
+        probe_s = time.perf_counter() - probing
+        try:
+            await evaluate(now_us, as_of_us)
+        finally:
+            probing = time.perf_counter()
+            after = await hgets()
+            probe_s += time.perf_counter() - probing
+            if probe.periodic:
+                run = probe.periodic[-1]
+                run.bucket_reads = (run.bucket_reads or 0) + after - before
+                run.probe_s += probe_s
+
+    engine._evaluate_proactive = counted
 
 
 @dataclass(frozen=True)
@@ -220,7 +316,10 @@ async def run_ceiling(options: CeilingOptions, control: str) -> None:
         subscription = await js.pull_subscribe_bind(options.consumer, stream=options.stream)
     processed = 0
     stop = asyncio.Event()
-    control_nc = await _control(options.nats_url, control, lambda: {"processed": processed}, stop)
+    timeline = Timeline()
+    control_nc = await _control(
+        options.nats_url, control, lambda: {"processed": processed}, stop, timeline
+    )
     try:
         while not stop.is_set():
             try:
@@ -232,6 +331,8 @@ async def run_ceiling(options: CeilingOptions, control: str) -> None:
             for message in messages:
                 await message.ack()
             processed += len(messages)
+            if messages:
+                timeline.mark(messages[-1].metadata.sequence.stream, processed)
     finally:
         with contextlib.suppress(Exception):
             await subscription.unsubscribe()
@@ -245,13 +346,18 @@ def main() -> None:
     parser.add_argument("--control", required=True, help="control subject")
     parser.add_argument("--settings", required=True, help="the service's Settings as JSON")
     parser.add_argument("--consumer", help="ceiling: its durable consumer")
+    parser.add_argument(
+        "--count-bucket-reads",
+        action="store_true",
+        help="service: count the HGETs of each proactive evaluation's scripts",
+    )
     args = parser.parse_args()
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = Settings(**orjson.loads(args.settings))
     if args.mode == "service":
-        asyncio.run(run_service(settings, args.control))
+        asyncio.run(run_service(settings, args.control, args.count_bucket_reads))
         return
     options = CeilingOptions(
         nats_url=settings.nats_url or "",
