@@ -7,6 +7,7 @@ the wire code in svc/bus and svc/admin.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import Counter
@@ -267,6 +268,7 @@ class Service:
                         await self.engine.load(automation)
                 except Exception:
                     logger.exception("could not load automation %s", automation.id)
+        settle_heap()
 
     async def _apply(self, change: AutomationChange) -> None:
         if change.kind == "put" and change.automation is not None:
@@ -357,3 +359,14 @@ class Service:
             await self.nc.drain()
         if self.redis is not None:
             await self.redis.aclose()
+
+
+def settle_heap() -> None:
+    """Collect once, then move every object alive now (the loaded automations, their index,
+    the imported modules) out of the garbage collector's view: a full collection would
+    otherwise walk them all, again and again, for nothing (one took 0.87 s with 100,000
+    automations loaded, in the middle of a benchmark run; docs/performance.md). Automations
+    loaded later are collected as usual. A frozen object that is dropped later is still freed
+    by reference counting; only one caught in a reference cycle would stay."""
+    gc.collect()
+    gc.freeze()
