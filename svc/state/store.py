@@ -108,8 +108,22 @@ class RedisState:
     async def _pipeline(self, calls: Sequence[Call]) -> list[Any]:
         if not calls:
             return []
+        # The server lost its scripts: the calls that failed changed nothing, and those that
+        # ran are idempotent (seen marks, applied firing ids), so all are sent again.
+        return await self._send(calls, transaction=False)
+
+    async def call_atomically(self, calls: Sequence[Call]) -> list[Any]:
+        """Send the calls as one MULTI/EXEC transaction: Redis runs them as one unit, so no
+        other client sees anything in between (explain's dry runs). Every key must share one
+        hash tag on Redis Cluster. Sent again whole if the server lost its scripts: a dry run
+        only touches its scratch keys, which the calls delete again."""
+        return await self._send(calls, transaction=True)
+
+    async def _send(self, calls: Sequence[Call], *, transaction: bool) -> list[Any]:
+        """One pipeline (a transaction or not) of the calls, sent once more after loading
+        the scripts when the server answers NOSCRIPT; the first error is raised."""
         for attempt in range(2):
-            pipe = self.client.pipeline(transaction=False)
+            pipe = self.client.pipeline(transaction=transaction)
             for c in calls:
                 if isinstance(c, ScriptCall):
                     c.script.queue(pipe, c.keys, c.args)
@@ -122,33 +136,6 @@ class RedisState:
                 break
             if attempt:
                 raise missing[0]
-            # The server lost its scripts; the calls that failed changed nothing, and those
-            # that ran are idempotent (seen marks, applied firing ids), so send all again.
-            await self.scripts.load_all(self.client)
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
-        return list(results)
-
-    async def call_atomically(self, calls: Sequence[Call]) -> list[Any]:
-        """Send the calls as one MULTI/EXEC transaction: Redis runs them as one unit, so no
-        other client sees anything in between (explain's dry runs). Every key must share one
-        hash tag on Redis Cluster."""
-        for attempt in range(2):
-            pipe = self.client.pipeline(transaction=True)
-            for c in calls:
-                if isinstance(c, ScriptCall):
-                    c.script.queue(pipe, c.keys, c.args)
-                else:
-                    pipe.execute_command(*c.args)
-            results = await pipe.execute(raise_on_error=False)
-            missing = [r for r in results if isinstance(r, NoScriptError)]
-            if not missing:
-                break
-            if attempt:
-                raise missing[0]
-            # The server lost its scripts; a dry run only touches its scratch keys, which
-            # the calls delete again, so sending the whole transaction again is harmless.
             await self.scripts.load_all(self.client)
         for result in results:
             if isinstance(result, Exception):
