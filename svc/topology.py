@@ -143,20 +143,50 @@ def _free(port: int) -> bool:
         return True
 
 
-class LocalRedisCluster:
+class _LocalCluster:
+    """Servers started together on loopback, their files under `data_dir` (a temporary one,
+    removed on stop, if None); stopped together, every node even if one fails to stop."""
+
+    nodes: Sequence[RedisServer | NatsServer]
+
+    def __init__(self, data_dir: str | os.PathLike[str] | None, prefix: str):
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if data_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix=prefix)
+            data_dir = self._tmp.name
+        self.data_dir = Path(data_dir)
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        with contextlib.ExitStack() as stack:
+            for node in self.nodes:
+                stack.callback(node.stop)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class LocalRedisCluster(_LocalCluster):
     """A Redis Cluster of `masters` masters (no replicas), every slot assigned."""
 
     def __init__(
         self, masters: int = 3, *, data_dir: str | os.PathLike[str] | None = None,
         appendonly: bool = False,
     ):
+        super().__init__(data_dir, "triggers-redis-cluster-")
         self.masters = masters
         self.appendonly = appendonly
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        if data_dir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="triggers-redis-cluster-")
-            data_dir = self._tmp.name
-        self.data_dir = Path(data_dir)
         self.nodes: list[RedisClusterNode] = []
 
     @property
@@ -206,23 +236,6 @@ class LocalRedisCluster:
                 f"node {HOST}:{port} seeing the cluster as ok",
             )
 
-    def stop(self) -> None:
-        with contextlib.ExitStack() as stack:
-            for node in self.nodes:
-                stack.callback(node.stop)
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 class NatsClusterNode(_FixedPorts, NatsServer):
     """A nats-server with JetStream in a cluster: client, monitor and route ports fixed."""
@@ -257,16 +270,12 @@ class NatsClusterNode(_FixedPorts, NatsServer):
             connection.close()
 
 
-class LocalNatsCluster:
+class LocalNatsCluster(_LocalCluster):
     """`size` nats-servers with JetStream, routed to each other, one cluster."""
 
     def __init__(self, size: int = 3, *, data_dir: str | os.PathLike[str] | None = None):
+        super().__init__(data_dir, "triggers-nats-cluster-")
         self.size = size
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        if data_dir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="triggers-nats-cluster-")
-            data_dir = self._tmp.name
-        self.data_dir = Path(data_dir)
         self.nodes: list[NatsClusterNode] = []
 
     @property
@@ -304,23 +313,6 @@ class LocalNatsCluster:
 
     def node(self, server_name: str) -> NatsClusterNode:
         return next(n for n in self.nodes if n.server_name == server_name)
-
-    def stop(self) -> None:
-        with contextlib.ExitStack() as stack:
-            for node in self.nodes:
-                stack.callback(node.stop)
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
