@@ -173,8 +173,13 @@ def decode_event(
         event = ReceivedEvent.model_validate_json(body, context={"limits": limits})
     except ValidationError as exc:
         raise InvalidEvent.from_pydantic(exc) from None
+    return _with_received(event, received)
+
+
+def _with_received(event: ReceivedEvent, received: datetime) -> ReceivedEvent:
+    """The event with `received` filled in where its message left it out."""
     if event.received is None:
-        event = event.model_copy(update={"received": to_utc(received)})
+        return event.model_copy(update={"received": to_utc(received)})
     return event
 
 
@@ -295,6 +300,4 @@ def validate_event(
         event = ReceivedEvent.model_validate(data, context={"limits": limits})
     except ValidationError as exc:
         raise InvalidEvent.from_pydantic(exc) from None
-    if event.received is None:
-        event = event.model_copy(update={"received": to_utc(received)})
-    return event
+    return _with_received(event, received)

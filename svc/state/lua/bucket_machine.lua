@@ -97,13 +97,10 @@ local function held_count(T, key, s, e)
   return redis.call('ZLEXCOUNT', T.held, '[' .. key .. '\0' .. pad(s), '(' .. key .. '\0' .. pad(e))
 end
 
--- ensure: insert if absent (count plus held events in the window); never touch an existing one.
-local function ensure_bucket(T, key, s, e, c, ev)
-  local existing = read_bucket(T, key)
-  if existing then
-    return existing
-  end
-  local b = new_bucket(s, e, c + held_count(T, key, s, e), 'ensure_bucket[insert]')
+-- Write a bucket of window [s, e) and count c plus the held events in it, its last event `ev`
+-- when given; `op` is the breadcrumb.
+local function put_bucket(T, key, s, e, c, ev, op)
+  local b = new_bucket(s, e, c + held_count(T, key, s, e), op)
   if ev then
     set_last_event(b, ev)
   end
@@ -111,14 +108,14 @@ local function ensure_bucket(T, key, s, e, c, ev)
   return b
 end
 
--- start new: overwrite the window and count (plus held events); last event only when given.
+-- ensure: insert if absent; never touch an existing one.
+local function ensure_bucket(T, key, s, e, c, ev)
+  return read_bucket(T, key) or put_bucket(T, key, s, e, c, ev, 'ensure_bucket[insert]')
+end
+
+-- start new: overwrite the window and count; last event only when given.
 local function start_new_bucket(T, key, s, e, c, ev)
-  local b = new_bucket(s, e, c + held_count(T, key, s, e), 'start_new_bucket[update]')
-  if ev then
-    set_last_event(b, ev)
-  end
-  write_bucket(T, key, b)
-  return b
+  return put_bucket(T, key, s, e, c, ev, 'start_new_bucket[update]')
 end
 
 -- A deterministic UUID (version 5 layout) from the trigger's seed and what caused the firing.
