@@ -388,6 +388,21 @@ class Settings:
         None, "PEM private key of the Redis client certificate.", _path
     )
 
+    def named_apart(self, tag: str) -> Settings:
+        """These settings with every name they share with other deployments on the same NATS
+        and Redis tagged with `tag` (letters, digits, '_' or '-'): the Redis key prefix,
+        every stream, subject prefix, the KV bucket and the durable consumer. Several such
+        copies run side by side without seeing each other's events, state or actions (tests,
+        the benchmark's workloads)."""
+        if not _NATS_NAME.fullmatch(tag):
+            raise SettingsError(f"a tag must be letters, digits, '_' or '-', got {tag!r}")
+        changes: dict[str, str] = {"key_prefix": f"{self.key_prefix}:{tag}"}
+        for name in _NAMED_APART_NAMES:
+            changes[name] = f"{getattr(self, name)}-{tag}"
+        for name in _NAMED_APART_SUBJECTS:
+            changes[name] = f"{tag}.{getattr(self, name)}"
+        return dataclasses.replace(self, **changes)
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         """Read every setting from `environ`; unset or empty variables keep their default.
@@ -409,6 +424,17 @@ class Settings:
             if raw != "":
                 values[f.name] = f.metadata["parse"](env_name(f), raw)
         return cls(**values)
+
+
+# What Settings.named_apart tags: names of NATS objects, then subjects (prefixes).
+_NAMED_APART_NAMES = (
+    "events_stream", "actions_stream", "dead_letter_stream", "decisions_stream",
+    "automations_bucket", "consumer_name",
+)  # fmt: skip
+_NAMED_APART_SUBJECTS = (
+    "events_subject_prefix", "actions_subject_prefix", "dead_letter_subject",
+    "decisions_subject_prefix",
+)  # fmt: skip
 
 
 def env_name(f: dataclasses.Field[Any]) -> str:

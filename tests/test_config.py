@@ -87,3 +87,28 @@ def test_every_setting_is_described() -> None:
 def test_readme_settings_table_matches_the_code() -> None:
     """The README's table is written out by hand; this keeps it in step with config.py."""
     assert settings_markdown() in README.read_text()
+
+
+def test_named_apart_tags_every_name_shared_on_nats_and_redis() -> None:
+    base = Settings.from_env({})
+    one, two = base.named_apart("one"), base.named_apart("two")
+    shared = [
+        f.name
+        for f in dataclasses.fields(Settings)
+        if f.name.endswith(("_stream", "_subject", "_subject_prefix", "_bucket"))
+        or f.name in ("consumer_name", "key_prefix")
+    ]
+    assert len(shared) == 11
+    for name in shared:
+        values = {getattr(base, name), getattr(one, name), getattr(two, name)}
+        assert len(values) == 3, name
+    # subjects of one copy never fall under another's wildcard
+    assert not one.events_subject_prefix.startswith(f"{base.events_subject_prefix}.")
+    # everything else is kept
+    assert one.fetch_batch == base.fetch_batch and one.redis_url == base.redis_url
+
+
+@pytest.mark.parametrize("tag", ["", "a.b", "a b", "a*", "a>", "{a}"])
+def test_named_apart_refuses_a_tag_that_is_not_a_plain_name(tag: str) -> None:
+    with pytest.raises(SettingsError):
+        Settings.from_env({}).named_apart(tag)

@@ -343,21 +343,9 @@ class Bench:
     def settings_for(self, slug: str, **changes: Any) -> Settings:
         """The workload's own streams, bucket and key prefix; decision records as the
         setting's default has them, unless `changes` says otherwise."""
-        tag = slug.upper().replace("-", "_")
         changes.setdefault("decisions_enabled", DECISIONS_DEFAULT)
         return dataclasses.replace(
-            self.base,
-            key_prefix=f"bench:{self.run_id}:{slug}",
-            events_stream=f"BENCH_{tag}_EVENTS",
-            events_subject_prefix=f"bench.{slug}.events",
-            actions_stream=f"BENCH_{tag}_ACTIONS",
-            actions_subject_prefix=f"bench.{slug}.actions",
-            dead_letter_stream=f"BENCH_{tag}_DEAD",
-            dead_letter_subject=f"bench.{slug}.dead",
-            decisions_stream=f"BENCH_{tag}_DECISIONS",
-            decisions_subject_prefix=f"bench.{slug}.decisions",
-            automations_bucket=f"bench-{slug}-{self.run_id}",
-            consumer_name="triggers",
+            self.base.named_apart(f"bench-{self.run_id}-{slug}"),
             grpc_address="127.0.0.1:0",
             **changes,
         )
