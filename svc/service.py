@@ -359,6 +359,9 @@ class Service:
             await self.nc.drain()
         if self.redis is not None:
             await self.redis.aclose()
+        # what settle_heap froze is the collector's again: a process that runs services one
+        # after another (tests, the crash harness) does not keep their cycles for good
+        gc.unfreeze()
 
 
 def settle_heap() -> None:
