@@ -118,16 +118,12 @@ class TriggerIndex(Generic[T]):
         return [self._triggers[i] for i in sorted(found, key=self._added.__getitem__)]
 
     def interested(self, event: NamedEvent, candidates: list[T] | None = None) -> list[T]:
-        """Candidates whose name coverage and resource coverage accept the event (2.7);
-        `candidates`, when the caller has them already, are `candidates(event.event)`."""
-        name = event.event
+        """Candidates that cover the event: name coverage and resource coverage (2.7), both
+        in the trigger's `covers`; `candidates`, when the caller has them already, are
+        `candidates(event.event)`."""
         if candidates is None:
-            candidates = self.candidates(name)
-        return [
-            trigger
-            for trigger in candidates
-            if trigger.patterns.covers(name) and trigger.covers(event)
-        ]
+            candidates = self.candidates(event.event)
+        return [trigger for trigger in candidates if trigger.covers(event)]
 
     def _index(self, key: str, trigger_id: Hashable) -> None:
         if is_exact(key):

@@ -20,14 +20,15 @@ class FakeEvent:
 
 @dataclass(frozen=True)
 class FakeTrigger:
-    """Stands in for an event trigger; its resource coverage rejects some event tags."""
+    """Stands in for an event trigger: name coverage as EventTrigger's, and a resource
+    coverage that rejects some event tags."""
 
     id: int
     patterns: EventNamePatterns
     rejected_tags: frozenset[int] = frozenset()
 
     def covers(self, event: FakeEvent) -> bool:
-        return event.tag not in self.rejected_tags
+        return self.patterns.covers(event.event) and event.tag not in self.rejected_tags
 
 
 def trigger(
