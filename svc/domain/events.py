@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -133,6 +134,13 @@ class ReceivedEvent(BaseModel):
     def find_resource_label(self, label: str) -> str | None:
         return find_resource_label(self.resource, self.related, label)
 
+    @functools.cached_property
+    def id_text(self) -> str:
+        """The id as a string, made once: the hot path writes it several times per event
+        (seen marks, script arguments, the event's JSON), and a UUID's str() is not free.
+        (A `model_copy` that changes `id` would keep the old text: make a new event.)"""
+        return str(self.id)
+
     def to_json(self) -> dict[str, Any]:
         """The event in Prefect's JSON shape (ISO datetimes, UUIDs as strings)."""
         return {
@@ -141,7 +149,7 @@ class ReceivedEvent(BaseModel):
             "resource": self.resource,
             "related": self.related,
             "payload": self.payload,
-            "id": str(self.id),
+            "id": self.id_text,
             "follows": None if self.follows is None else str(self.follows),
             "received": None if self.received is None else self.received.isoformat(),
         }

@@ -468,7 +468,7 @@ class Engine:
                 continue
             decoded.append((position, event))
         seen, waited = await self.state.intake_check(
-            [e.id for _, e in decoded], now_us, micros(SEEN_HORIZON)
+            [e.id_text for _, e in decoded], now_us, micros(SEEN_HORIZON)
         )
         fresh: list[tuple[int, ReceivedEvent]] = []
         ids: set[UUID] = set()
@@ -486,7 +486,7 @@ class Engine:
         for position, event in decoded:
             span = spans[position]
             if span.is_recording():
-                span.set_attributes({"event.id": str(event.id), "event.name": event.event})
+                span.set_attributes({"event.id": event.id_text, "event.name": event.event})
         self._spans.update((event.id, spans[position]) for position, event in fresh)
         try:
             parked = await self.reactive_evaluation([e for _, e in fresh], leaders=leaders)
@@ -645,7 +645,7 @@ class Engine:
         if touched:
             # before the scripts: an automation with state is always in the active set
             calls.insert(len(before), self.state.touch(touched))
-        calls.append(self.state.finish([e.id for e in events], now_us))
+        calls.append(self.state.finish([e.id_text for e in events], now_us))
         answers = await self.state.call_many(calls)
         results = iter(answers[len(before) + bool(touched) : -1])
         # what each firing causes is traced under the event that caused it, and the
@@ -793,7 +793,7 @@ class Engine:
         )
         if key is None:
             key = trigger.bucketing_key(event)
-        args = [str(event.id), body, occurred_us, now_us, orjson.dumps(key), flags, *parts.tail]
+        args = [event.id_text, body, occurred_us, now_us, orjson.dumps(key), flags, *parts.tail]
         return ScriptCall(self.state.scripts.reactive, parts.keys, args)
 
     @staticmethod

@@ -181,20 +181,20 @@ class RedisState:
     def has_followers(self, event_id: UUID) -> Command:
         return Command(("EXISTS", self.keys.followers(event_id)))
 
-    def finish(self, event_ids: Sequence[UUID], now_us: int) -> ScriptCall:
+    def finish(self, event_ids: Sequence[UUID | str], now_us: int) -> ScriptCall:
         """Mark each event seen, in order; the script returns each one's parked followers
         (SEMANTICS 10.1)."""
         keys = [self.keys.parked_events, self.keys.waitlist]
         args: list[Any] = [now_us, SEEN_MARK_TTL_MS]
         for event_id in event_ids:
-            text = str(event_id)  # once: a UUID's str() is not free, and a batch has many
+            text = str(event_id)  # once (a UUID's str() is not free): pass ids as text
             keys += (self.keys.seen(text), self.keys.followers(text))
             args.append(text)
         # the seen marks say "evaluated": never before the evaluations queued ahead of it
         return ScriptCall(self.scripts.finish, keys, args, after_earlier=True)
 
     async def intake_check(
-        self, event_ids: Sequence[UUID], now_us: int, horizon_us: int
+        self, event_ids: Sequence[UUID | str], now_us: int, horizon_us: int
     ) -> tuple[list[bool], list[bool]]:
         """For each event: was it seen within the horizon, and do followers wait for it
         (one round trip for a batch)."""
