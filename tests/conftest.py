@@ -1,4 +1,5 @@
-"""Test session fixtures: one real NATS (JetStream) and one real Redis for the whole session.
+"""Test session fixtures: one real NATS (JetStream) and one real Redis for the whole session,
+and clients on them.
 
 Set NATS_URL and/or REDIS_URL to run the tests against servers you already have; each one
 not set is started here, once, on free loopback ports, and stopped when the session ends.
@@ -10,12 +11,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
+import nats
 import pytest
 import redis.asyncio
+from nats.js import JetStreamContext
 
 from svc.config import Settings
 from svc.connections import redis_client as redis_client_for
 from svc.embedded import EmbeddedServers
+from tests.helpers import JS_API_TIMEOUT_S
 
 
 @pytest.fixture(scope="session")
@@ -56,3 +60,14 @@ async def redis_client(redis_url: str, key_prefix: str) -> AsyncIterator[redis.a
             await client.delete(*keys)
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+async def js(nats_url: str) -> AsyncIterator[JetStreamContext]:
+    """A JetStream context on the session's NATS. Tests with servers of their own, or with
+    streams to remove afterwards, override it."""
+    nc = await nats.connect(nats_url)
+    try:
+        yield nc.jetstream(timeout=JS_API_TIMEOUT_S)
+    finally:
+        await nc.close()

@@ -1,27 +1,69 @@
-"""Small helpers shared by test modules: waiting on a condition, asking if a process lives."""
+"""Small helpers shared by test modules: waiting on a condition (`wait_until` for plain
+tests, `eventually` for tests on the event loop), asking if a process lives, and the
+timeout for JetStream API calls."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
-# Generous: the conditions waited on here depend on the kernel or on pid 1 reaping an
-# orphan, and a loaded CI machine can be slow; a passing test never waits this long.
-WAIT_TIMEOUT_S = 10.0
+T = TypeVar("T")
+
+# Generous: what is waited on (a firing, a KV watch change, a consumer's acks, pid 1 reaping
+# an orphan) takes milliseconds to a second; the margin is for a loaded 2-core CI machine,
+# and a passing test never waits this long.
+WAIT_TIMEOUT_S = 20.0
 # Pause between two checks of the condition.
 POLL_INTERVAL_S = 0.02
+# For nats.py's JetStream API calls, whose default is 5 s: creating and deleting file-backed
+# streams on a loaded machine can take longer, and a passing test never waits this long.
+JS_API_TIMEOUT_S = 30.0
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float = WAIT_TIMEOUT_S) -> None:
-    """Poll `condition` until it holds; fail the test if it still does not after timeout_s."""
+def _awaited(condition: Callable[..., object], what: str | None) -> str:
+    return what or getattr(condition, "__name__", repr(condition))
+
+
+def wait_until(
+    condition: Callable[[], T], what: str | None = None, *, timeout_s: float = WAIT_TIMEOUT_S
+) -> T:
+    """Poll `condition` until it returns something truthy, and return that; fail the test,
+    saying `what` was awaited (else the condition's name), if it still does not after
+    timeout_s. It sleeps the thread: on the event loop, use `eventually`."""
     deadline = time.monotonic() + timeout_s
-    while not condition():
+    while True:
+        value = condition()
+        if value:
+            return value
         if time.monotonic() > deadline:
-            pytest.fail(f"{condition.__name__} still false after {timeout_s:g} s")
+            pytest.fail(f"still waiting after {timeout_s:g} s for {_awaited(condition, what)}")
         time.sleep(POLL_INTERVAL_S)
+
+
+async def eventually(
+    condition: Callable[[], Awaitable[T] | T],
+    what: str | None = None,
+    *,
+    timeout_s: float = WAIT_TIMEOUT_S,
+) -> T:
+    """`wait_until` for tests on the event loop: `condition` may be sync or async, and the
+    loop runs the code under test between checks."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            pytest.fail(f"still waiting after {timeout_s:g} s for {_awaited(condition, what)}")
+        await asyncio.sleep(POLL_INTERVAL_S)
 
 
 def process_alive(pid: int) -> bool:

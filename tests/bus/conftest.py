@@ -16,25 +16,14 @@ from svc.bus.streams import desired_streams
 from svc.config import Settings
 from svc.domain.automations import Automation, parse_automation
 from tests.bus.support import automation_document
-
-# nats.py's default is 5 s; a loaded CI machine with a file-backed JetStream can be slower at
-# creating and deleting streams, and a passing test never waits this long.
-JS_API_TIMEOUT_S = 30.0
+from tests.helpers import JS_API_TIMEOUT_S
 
 
 @pytest.fixture
 def bus_settings(key_prefix: str) -> Settings:
     """Names of this test's own; short waits so that tests run fast."""
     return dataclasses.replace(
-        Settings.from_env({}),
-        events_stream=f"EV-{key_prefix}",
-        events_subject_prefix=f"ev-{key_prefix}",
-        actions_stream=f"AC-{key_prefix}",
-        actions_subject_prefix=f"ac-{key_prefix}",
-        dead_letter_stream=f"DL-{key_prefix}",
-        dead_letter_subject=f"dl-{key_prefix}",
-        automations_bucket=f"au-{key_prefix}",
-        consumer_name=f"triggers-{key_prefix}",
+        Settings.from_env({}).named_apart(key_prefix),
         fetch_timeout_s=0.2,
         consumer_backoff_initial_s=0.05,
         consumer_backoff_max_s=0.2,

@@ -25,7 +25,7 @@ from svc.bus.consumer import (
 )
 from svc.bus.streams import ensure_streams
 from svc.config import Settings
-from tests.bus.support import eventually
+from tests.helpers import eventually
 
 
 @pytest.fixture
@@ -79,27 +79,35 @@ async def test_a_batch_is_acked_only_after_the_handler_returns(
     js: JetStreamContext, bus_settings: Settings, streams: None
 ) -> None:
     await publish_events(js, bus_settings, 3)
-    unacked_while_handling: list[int | None] = []
+    # per batch: (ack floor, messages delivered and not acked, batch size) while handling it
+    while_handling: list[tuple[int, int, int]] = []
     seen: list[EventMessage] = []
 
     async def handle(messages: Sequence[EventMessage]) -> list[None]:
         info = await consumer_info(js, bus_settings)
-        unacked_while_handling.append(info.num_ack_pending)
-        assert info.ack_floor.stream_seq == 0
+        while_handling.append(
+            (info.ack_floor.stream_seq, info.num_ack_pending or 0, len(messages))
+        )
         seen.extend(messages)
         return [None] * len(messages)
 
     consumer = EventConsumer(js, bus_settings, handle)
     async with running(consumer):
-        await eventually(lambda: all_acked(js, bus_settings, 3))
+        await eventually(lambda: all_acked(js, bus_settings, 3), "the ack floor to reach 3")
 
-    assert unacked_while_handling == [3]
+    # The three usually come in one batch, but may be handed over as they arrive: whatever
+    # the split, every earlier batch was acked and none of the batch in hand was.
+    handled_before = 0
+    for floor, unacked, size in while_handling:
+        assert floor == handled_before
+        assert unacked >= size
+        handled_before += size
     assert [m.stream_sequence for m in seen] == [1, 2, 3]
     assert [orjson.loads(m.body) for m in seen] == [{"n": 0}, {"n": 1}, {"n": 2}]
     assert seen[0].subject == f"{bus_settings.events_subject_prefix}.test.event"
     assert seen[0].headers["traceparent"] == f"00-{0:032x}-{1:016x}-01"
     assert [m.num_pending for m in seen] == [2, 1, 0]
-    assert (consumer.processed, consumer.batches, consumer.errors) == (3, 1, 0)
+    assert (consumer.processed, consumer.batches, consumer.errors) == (3, len(while_handling), 0)
     assert consumer.num_pending == 0
 
 
@@ -119,7 +127,7 @@ async def test_a_handler_that_raises_leaves_the_batch_unacked_and_it_comes_back(
 
     consumer = EventConsumer(js, bus_settings, handle)
     async with running(consumer) as task:
-        await eventually(lambda: all_acked(js, bus_settings, 2))
+        await eventually(lambda: all_acked(js, bus_settings, 2), "the ack floor to reach 2")
         assert not task.done()
 
     assert calls == [[(1, 1), (2, 1)], [(1, 2), (2, 2)]]
@@ -140,7 +148,7 @@ async def test_a_handler_answering_the_wrong_number_of_results_is_a_failed_batch
 
     consumer = EventConsumer(js, bus_settings, handle)
     async with running(consumer):
-        await eventually(lambda: all_acked(js, bus_settings, 2))
+        await eventually(lambda: all_acked(js, bus_settings, 2), "the ack floor to reach 2")
     assert (consumer.errors, consumer.processed) == (1, 2)
 
 
@@ -154,7 +162,7 @@ async def test_bad_input_is_dead_lettered_with_its_reason_and_acked(
     consumer = EventConsumer(js, s, recording_handler(seen, {2: reason}))
 
     async with running(consumer):
-        await eventually(lambda: all_acked(js, s, 3))
+        await eventually(lambda: all_acked(js, s, 3), "the ack floor to reach 3")
 
     assert (await js.stream_info(s.dead_letter_stream)).state.messages == 1
     dead = await js.get_msg(s.dead_letter_stream, seq=1)
@@ -169,10 +177,12 @@ async def test_bad_input_is_dead_lettered_with_its_reason_and_acked(
     assert (consumer.processed, consumer.dead_lettered, consumer.errors) == (3, 1, 0)
 
 
-async def test_stop_lets_the_batch_in_flight_finish_and_be_acked(
-    js: JetStreamContext, bus_settings: Settings, streams: None
-) -> None:
-    await publish_events(js, bus_settings, 2)
+async def held_in_a_batch(
+    js: JetStreamContext, settings: Settings
+) -> tuple[EventConsumer, asyncio.Task[None], asyncio.Event]:
+    """Two events published and a consumer running whose handler holds their batch until the
+    returned event is set: (the consumer, its run() task, that event), once it holds it."""
+    await publish_events(js, settings, 2)
     entered, release = asyncio.Event(), asyncio.Event()
 
     async def handle(messages: Sequence[EventMessage]) -> list[None]:
@@ -180,9 +190,16 @@ async def test_stop_lets_the_batch_in_flight_finish_and_be_acked(
         await release.wait()
         return [None] * len(messages)
 
-    consumer = EventConsumer(js, bus_settings, handle)
+    consumer = EventConsumer(js, settings, handle)
     run = asyncio.create_task(consumer.run())
     await asyncio.wait_for(entered.wait(), timeout=10)
+    return consumer, run, release
+
+
+async def test_stop_lets_the_batch_in_flight_finish_and_be_acked(
+    js: JetStreamContext, bus_settings: Settings, streams: None
+) -> None:
+    consumer, run, release = await held_in_a_batch(js, bus_settings)
     stop = asyncio.create_task(consumer.stop())
     for _ in range(10):  # give stop() every chance to return early; it must not
         await asyncio.sleep(0)
@@ -191,33 +208,23 @@ async def test_stop_lets_the_batch_in_flight_finish_and_be_acked(
     release.set()
     await asyncio.wait_for(stop, timeout=10)
     assert run.done() and run.exception() is None
-    await eventually(lambda: all_acked(js, bus_settings, 2))
+    await eventually(lambda: all_acked(js, bus_settings, 2), "the ack floor to reach 2")
     assert consumer.processed == 2
 
 
 async def test_cancellation_lets_the_batch_in_flight_finish_then_cancels(
     js: JetStreamContext, bus_settings: Settings, streams: None
 ) -> None:
-    await publish_events(js, bus_settings, 2)
-    entered, release = asyncio.Event(), asyncio.Event()
-
-    async def handle(messages: Sequence[EventMessage]) -> list[None]:
-        entered.set()
-        await release.wait()
-        return [None] * len(messages)
-
-    consumer = EventConsumer(js, bus_settings, handle)
-    run = asyncio.create_task(consumer.run())
-    await asyncio.wait_for(entered.wait(), timeout=10)
+    consumer, run, release = await held_in_a_batch(js, bus_settings)
     run.cancel()
-    for _ in range(10):
+    for _ in range(10):  # give the cancellation every chance to end run() early; it must not
         await asyncio.sleep(0)
     assert not run.done()
 
     release.set()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(run, timeout=10)
-    await eventually(lambda: all_acked(js, bus_settings, 2))
+    await eventually(lambda: all_acked(js, bus_settings, 2), "the ack floor to reach 2")
     assert consumer.processed == 2
 
 
@@ -226,7 +233,7 @@ async def test_stop_while_idle_returns_after_the_fetch_under_way(
 ) -> None:
     consumer = EventConsumer(js, bus_settings, recording_handler([]))
     run = asyncio.create_task(consumer.run())
-    await eventually(lambda: consumer_exists(js, bus_settings))
+    await eventually(lambda: consumer_exists(js, bus_settings), "the consumer to exist")
     await asyncio.wait_for(consumer.stop(), timeout=10)
     assert run.done() and run.exception() is None
     assert (consumer.batches, consumer.errors) == (0, 0)
@@ -273,7 +280,7 @@ async def test_a_batch_never_exceeds_fetch_batch(
 
     consumer = EventConsumer(js, settings, handle)
     async with running(consumer):
-        await eventually(lambda: all_acked(js, settings, 5))
+        await eventually(lambda: all_acked(js, settings, 5), "the ack floor to reach 5")
     assert max(sizes) <= 2 and sum(sizes) == 5
 
 
@@ -302,7 +309,7 @@ async def test_consecutive_failures_back_off_exponentially_up_to_the_cap(
 
     consumer._backoff_s = recording_backoff  # type: ignore[method-assign]
     async with running(consumer):
-        await eventually(lambda: all_acked(js, bus_settings, 1))
+        await eventually(lambda: all_acked(js, bus_settings, 1), "the ack floor to reach 1")
     # initial 0.05 s, doubling, capped at 0.2 s (bus_settings)
     assert pauses == [0.05, 0.1, 0.2, 0.2]
     assert (consumer.errors, consumer.processed) == (4, 1)

@@ -21,6 +21,7 @@ from svc.domain.events import (
     decode_event,
     validate_event,
 )
+from tests.domain.strategies import any_json
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 EVENT_ID = "00000000-0000-4000-8000-000000000001"
@@ -390,20 +391,7 @@ offsets = st.integers(min_value=-23 * 60 - 59, max_value=23 * 60 + 59).map(
 aware_datetimes = st.datetimes(
     min_value=datetime(2, 1, 1), max_value=datetime(9998, 12, 31), timezones=offsets
 )
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=10)
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
-    ),
-    max_leaves=10,
-)
+json_values = any_json()
 
 
 @st.composite

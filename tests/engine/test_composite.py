@@ -165,36 +165,35 @@ def abc(within: float | None = None) -> dict:
     return sequence([on("a"), on("b"), on("c")], within=within)
 
 
+async def sequence_given(driver: Driver, names: str) -> None:
+    """The a-b-c sequence started, then one event per letter of `names`, in that order, a
+    second apart: `abac` sends a-0, b-1, a-2, c-3."""
+    await driver.start(automation("seq", abc()))
+    for at, name in enumerate(names):
+        await driver.event(f"{name}-{at}", at, name)
+
+
 async def test_sequence_in_order_fires(driver: Driver) -> None:
     """SEMANTICS 3.4: every child present once, ordered by firing time as declared."""
-    await driver.start(automation("seq", abc()))
-    for at, name in enumerate("abc"):
-        await driver.event(f"{name}-{at}", at, name)
+    await sequence_given(driver, "abc")
     assert composite_fired(driver) == [("sequence", "c-2")]
 
 
 async def test_sequence_out_of_order_does_not_fire(driver: Driver) -> None:
     """SEMANTICS 3.4: b before a is not the declared order."""
-    await driver.start(automation("seq", abc()))
-    await driver.event("b-0", 0, "b")
-    await driver.event("a-1", 1, "a")
-    await driver.event("c-2", 2, "c")
+    await sequence_given(driver, "bac")
     assert driver.fired() == []
 
 
 async def test_sequence_repeated_first_step_after_the_second_breaks_it(driver: Driver) -> None:
     """SEMANTICS 7.2 consequences: A, B, A, C fails (A's latest firing is after B's)."""
-    await driver.start(automation("seq", abc()))
-    for at, name in enumerate("abac"):
-        await driver.event(f"{name}-{at}", at, name)
+    await sequence_given(driver, "abac")
     assert driver.fired() == []
 
 
 async def test_sequence_repeated_middle_step_still_fires(driver: Driver) -> None:
     """SEMANTICS 7.2 consequences: A, B, B, C succeeds."""
-    await driver.start(automation("seq", abc()))
-    for at, name in enumerate("abbc"):
-        await driver.event(f"{name}-{at}", at, name)
+    await sequence_given(driver, "abbc")
     assert composite_fired(driver) == [("sequence", "c-3")]
 
 

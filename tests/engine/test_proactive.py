@@ -25,6 +25,13 @@ def heartbeat(threshold: int = 1, within: float = 30, expect: tuple[str, ...] = 
     )
 
 
+async def assert_disarmed(driver: Driver, label: str, then_advance_s: float) -> None:
+    """`label`'s trigger keeps no bucket, and nothing fires as the clock moves on."""
+    assert await driver.bucket(label) is None
+    await driver.advance(then_advance_s)
+    assert driver.fired() == []
+
+
 # ---------------------------------------------------------------- with after (SLA)
 
 
@@ -46,9 +53,7 @@ async def test_sla_fires_exactly_at_the_window_end_not_one_tick_before(driver: D
     assert driver.fired() == []
     await driver.advance(5)
     assert driver.fired() == [Fired("sla", "started", RUN)]
-    assert await driver.bucket("sla") is None
-    await driver.advance(120)
-    assert driver.fired() == []
+    await assert_disarmed(driver, "sla", then_advance_s=120)
 
 
 async def test_sla_fires_at_the_first_tick_at_or_after_an_unaligned_end(driver: Driver) -> None:
@@ -73,9 +78,7 @@ async def test_sla_expected_event_in_the_window_satisfies_it_and_it_is_removed(
     await driver.advance(55)
     assert (await driver.bucket("sla")).count == 1  # type: ignore[union-attr]
     await driver.advance(5)
-    assert await driver.bucket("sla") is None
-    await driver.advance(60)
-    assert driver.fired() == []
+    await assert_disarmed(driver, "sla", then_advance_s=60)
 
 
 async def test_sla_below_threshold_fires_with_the_latest_counted_event(driver: Driver) -> None:
@@ -97,9 +100,7 @@ async def test_sla_expected_event_at_the_window_end_fires_on_the_reactive_path(
     await driver.event("started", 0, "run.started", resource="run-1")
     await driver.event("too-late", 60, "run.completed", resource="run-1")
     assert driver.fired() == [Fired("sla", "too-late", RUN)]
-    assert await driver.bucket("sla") is None
-    await driver.advance(120)
-    assert driver.fired() == []
+    await assert_disarmed(driver, "sla", then_advance_s=120)
 
 
 async def test_sla_expected_event_just_before_the_window_end_satisfies_it(
@@ -137,9 +138,7 @@ async def test_after_and_expected_event_after_the_closed_window_fires_it_without
     await driver.event("hb-0", 0, "hb", resource="run-1")
     await driver.event("hb-late", 40, "hb", resource="run-1")
     assert driver.fired() == [Fired("beats", "hb-late", RUN)]
-    assert await driver.bucket("beats") is None
-    await driver.advance(300)
-    assert driver.fired() == []
+    await assert_disarmed(driver, "beats", then_advance_s=300)
 
 
 async def test_proactive_evaluation_runs_on_the_events_clock_when_behind(
@@ -406,9 +405,7 @@ async def test_satisfied_key_is_deleted_at_the_next_evaluation_and_never_fires(
     await driver.advance(25)
     assert await driver.bucket("pings") is not None
     await driver.advance(5)
-    assert await driver.bucket("pings") is None
-    await driver.advance(120)
-    assert driver.fired() == []
+    await assert_disarmed(driver, "pings", then_advance_s=120)
 
 
 async def test_threshold_one_absence_trigger_with_for_each_never_fires(driver: Driver) -> None:

@@ -1,21 +1,19 @@
 """What the explain-and-replay tests share: the real service in-process on the session's NATS
-and Redis under names of the test's own, events published to its stream, and waiting."""
+and Redis under names of the test's own, events published to its stream, and waiting for
+them to be handled."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import nats
 import orjson
-import pytest
 import redis.asyncio
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
@@ -26,53 +24,23 @@ from svc.client import AdminClient, event_subject
 from svc.config import Settings
 from svc.service import Service
 from svc.telemetry import Instruments
-
-# Generous: a passing test never waits this long, a loaded 2-core machine may be slow.
-WAIT_TIMEOUT_S = 20.0
-POLL_INTERVAL_S = 0.05
-# nats.py's default of 5 s is short for creating file-backed streams on a loaded machine.
-JS_API_TIMEOUT_S = 30.0
+from tests.helpers import JS_API_TIMEOUT_S
+from tests.service.support import settle
 
 
 def settings_for(nats_url: str, redis_url: str, suffix: str, **changes: Any) -> Settings:
     """Every name (streams, subjects, bucket, consumer, key prefix) this test's own, the
     admin API on a free port, a 1 s periodic timer."""
     return dataclasses.replace(
-        Settings.from_env({}),
+        Settings.from_env({}).named_apart(suffix),
         nats_url=nats_url,
         redis_url=redis_url,
-        key_prefix=suffix,
-        events_stream=f"EV{suffix}",
-        events_subject_prefix=f"ev{suffix}",
-        actions_stream=f"AC{suffix}",
-        actions_subject_prefix=f"ac{suffix}",
-        dead_letter_stream=f"DL{suffix}",
-        dead_letter_subject=f"dl{suffix}",
-        automations_bucket=f"au{suffix}",
-        consumer_name=f"triggers{suffix}",
-        decisions_stream=f"DE{suffix}",
-        decisions_subject_prefix=f"de{suffix}",
+        key_prefix=suffix,  # the redis_client fixture deletes the keys under it afterwards
         grpc_address="127.0.0.1:0",
         periodic_interval_s=1.0,
         fetch_timeout_s=0.2,
         **changes,
     )
-
-
-async def eventually(
-    condition: Callable[[], Awaitable[bool] | bool], timeout_s: float = WAIT_TIMEOUT_S
-) -> None:
-    """Poll `condition` until it holds; fail the test at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = condition()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"{getattr(condition, '__name__', condition)} still false after {timeout_s:g} s")
-        await asyncio.sleep(POLL_INTERVAL_S)
 
 
 @dataclass
@@ -95,17 +63,7 @@ class Running:
 
     async def settled(self) -> None:
         """Wait until the consumer has taken and acknowledged everything published so far."""
-
-        async def nothing_pending() -> bool:
-            try:
-                info = await self.js.consumer_info(
-                    self.settings.events_stream, self.settings.consumer_name
-                )
-            except NotFoundError:
-                return False
-            return info.num_pending == 0 and info.num_ack_pending == 0
-
-        await eventually(nothing_pending)
+        await settle(self.js, self.settings)
 
     async def actions(self) -> list[dict[str, Any]]:
         """Every triggered action in the ACTIONS stream so far."""

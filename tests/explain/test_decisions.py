@@ -28,11 +28,11 @@ from tests.explain.support import (
     Running,
     automation,
     event,
-    eventually,
     reactive,
     running_service,
     settings_for,
 )
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -156,7 +156,7 @@ async def test_decision_records_can_be_turned_off(
         stored = await live.admin.load(automation(reactive()))
         await live.publish(event())
         await live.settled()
-        await eventually(lambda: live.actions_count_at_least(1))
+        await eventually(lambda: live.actions_count_at_least(1), "a triggered action in the stream")
         assert not live.service.engine.record_decisions  # type: ignore[union-attr]
         with pytest.raises(NotFoundError):
             await live.js.stream_info(settings.decisions_stream)

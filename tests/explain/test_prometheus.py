@@ -15,11 +15,11 @@ from svc.telemetry import configure_telemetry
 from tests.explain.support import (
     automation,
     event,
-    eventually,
     reactive,
     running_service,
     settings_for,
 )
+from tests.helpers import eventually
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana-dashboard.json"
 

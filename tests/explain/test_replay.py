@@ -29,7 +29,8 @@ from svc.replay import (
     render,
     replay,
 )
-from tests.explain.support import Running, automation, event, eventually, reactive
+from tests.explain.support import Running, automation, event, reactive
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -70,7 +71,7 @@ async def test_replay_gives_the_live_firings_deterministically_and_touches_nothi
     for e in history_events(datetime.now(UTC) - timedelta(minutes=10)):
         await live.publish(e)
     await live.settled()
-    await eventually(lambda: live.actions_count_at_least(3))
+    await eventually(lambda: live.actions_count_at_least(3), "3 triggered actions in the stream")
     live_fired = [a["triggering_event"]["id"] for a in await live.actions()]
     state = await live.dump_state()
     streams = {
@@ -104,7 +105,7 @@ async def test_an_automation_edited_after_the_fact_replays_over_the_same_history
     for e in events:
         await live.publish(e)
     await live.settled()
-    await eventually(lambda: live.actions_count_at_least(3))
+    await eventually(lambda: live.actions_count_at_least(3), "3 triggered actions in the stream")
     edited = {**document, "trigger": {**document["trigger"], "threshold": 3}}
     await live.admin.load(edited)  # the edit, after the fact
 

@@ -14,6 +14,7 @@ import redis.asyncio
 from svc.state.keys import Keys
 from svc.state.lease import Lease, LeaseSettingsError
 from svc.state.scripts import Scripts
+from tests.helpers import eventually
 
 TTL_MS = 600
 RENEW_MS = 100
@@ -32,13 +33,9 @@ def make_lease(client: redis.asyncio.Redis, prefix: str, name: str) -> Lease:
     )
 
 
-async def wait_for(condition, timeout_s: float) -> float:
-    """Poll until `condition()` holds; return when it did (monotonic), or fail."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"{condition} still false after {timeout_s:g} s")
-        await asyncio.sleep(0.005)
+async def when(condition, what: str) -> float:
+    """When (time.monotonic()) `condition()` came to hold, to within one poll."""
+    await eventually(condition, what)
     return time.monotonic()
 
 
@@ -68,6 +65,7 @@ async def test_the_holder_renews_well_inside_its_ttl_and_keeps_the_lease(redis_c
     a, b = (make_lease(redis_client, key_prefix, n) for n in "ab")
     await a.refresh()
     async with running(a, b):
+        # for five TTLs, sampled every 10 ms: the lease must never change hands
         deadline = time.monotonic() + 5 * TTL_MS / 1000
         while time.monotonic() < deadline:
             assert a.held and not b.held
@@ -83,7 +81,7 @@ async def test_a_released_lease_is_taken_by_another_within_one_renew_interval(
         released = time.monotonic()
         await a.release()
         assert not a.held
-        taken = await wait_for(lambda: b.held, timeout_s=10)
+        taken = await when(lambda: b.held, "b to take the lease")
     assert taken - released <= RENEW_MS / 1000 + SLACK_S
 
 
@@ -97,8 +95,8 @@ async def test_when_renewals_stop_the_holder_lets_go_before_another_takes_over_i
     async with running(a, b) as tasks:
         tasks[a].cancel()  # renewals stop; the lease is not released
         stopped = time.monotonic()
-        let_go = await wait_for(lambda: not a.held, timeout_s=10)
-        taken = await wait_for(lambda: b.held, timeout_s=10)
+        let_go = await when(lambda: not a.held, "a to stop trusting the lease")
+        taken = await when(lambda: b.held, "b to take the lease")
     assert let_go <= taken
     assert taken - stopped <= b.takeover_bound_s + SLACK_S
     assert await redis_client.get(b.key) == b"b"

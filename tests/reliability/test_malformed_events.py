@@ -22,9 +22,10 @@ from svc.domain.errors import InvalidEvent
 from svc.domain.events import decode_event
 from svc.service import Service
 from tests.admin.strategies import json_values, mutated, texts
+from tests.helpers import eventually
+from tests.reliability.support import started_replica
 from tests.service.support import (
     consumer_settled,
-    eventually,
     reactive_automation,
     remove_names,
     service_settings,
@@ -87,14 +88,12 @@ def tally() -> Tally:
 @pytest.fixture
 async def replica(nats_url: str, redis_url: str, key_prefix: str) -> AsyncIterator[Service]:
     settings = service_settings(nats_url, redis_url, key_prefix, fetch_timeout_s=0.2)
-    service = Service(settings)
-    await service.start()
     try:
-        async with AdminClient(service.admin_address) as admin:
-            await admin.load(reactive_automation(NAME))
-        yield service
+        async with started_replica(settings) as service:
+            async with AdminClient(service.admin_address) as admin:
+                await admin.load(reactive_automation(NAME))
+            yield service
     finally:
-        await service.stop()
         await remove_names(settings)
 
 

@@ -17,12 +17,11 @@ from nats.js import JetStreamContext
 
 from svc.bus.streams import KV_STREAM
 from svc.client import AdminClient
-from svc.service import Service
 from svc.topology import LocalNatsCluster
+from tests.helpers import JS_API_TIMEOUT_S, eventually
+from tests.reliability.support import started_replica
 from tests.service.support import (
-    JS_API_TIMEOUT_S,
     event_document,
-    eventually,
     reactive_automation,
     service_settings,
     stream_messages,
@@ -62,7 +61,7 @@ async def publish_once(js: JetStreamContext, subject: str, body: dict) -> None:
                              timeout=2)
             return
         except Exception:  # a node is down, or leaders are being elected
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.1)  # a pause between retries: the election takes its time
 
 
 async def settled(js: JetStreamContext, settings) -> bool:
@@ -84,31 +83,30 @@ async def test_stopping_the_events_stream_leader_mid_run_loses_nothing(
         dependency_check_interval_s=0.2,
         dependency_timeout_s=2.0,
     )
-    service = Service(settings)
-    await service.start()
     stopped = None
     try:
-        for stream in (settings.events_stream, settings.actions_stream,
-                       KV_STREAM.format(bucket=settings.automations_bucket)):
-            info = await cluster_js.stream_info(stream)
-            assert info.config.num_replicas == 3, stream
-        async with AdminClient(service.admin_address) as admin:
-            await admin.load(reactive_automation("cluster.ping"))
-        leader = (await cluster_js.stream_info(settings.events_stream)).cluster.leader
-        subject = f"{settings.events_subject_prefix}.cluster"
-        for i in range(EVENTS):
-            if i == EVENTS // 3:
-                stopped = nats_cluster.node(leader)
-                stopped.halt(signal.SIGKILL)
-            await publish_once(cluster_js, subject, event_document("cluster.ping"))
-            await asyncio.sleep(PUBLISH_S / EVENTS)
-        await eventually(lambda: settled(cluster_js, settings), "every event to be handled",
-                         timeout_s=60)
-        actions = await stream_messages(cluster_js, settings.actions_stream)
-        ids = [m.json()["id"] for m in actions]
-        assert len(ids) == EVENTS and len(set(ids)) == EVENTS
+        async with started_replica(settings) as service:
+            for stream in (settings.events_stream, settings.actions_stream,
+                           KV_STREAM.format(bucket=settings.automations_bucket)):
+                info = await cluster_js.stream_info(stream)
+                assert info.config.num_replicas == 3, stream
+            async with AdminClient(service.admin_address) as admin:
+                await admin.load(reactive_automation("cluster.ping"))
+            leader = (await cluster_js.stream_info(settings.events_stream)).cluster.leader
+            subject = f"{settings.events_subject_prefix}.cluster"
+            for i in range(EVENTS):
+                if i == EVENTS // 3:
+                    stopped = nats_cluster.node(leader)
+                    stopped.halt(signal.SIGKILL)
+                await publish_once(cluster_js, subject, event_document("cluster.ping"))
+                # pacing: the events spread over PUBLISH_S, so the node stops mid-run
+                await asyncio.sleep(PUBLISH_S / EVENTS)
+            await eventually(lambda: settled(cluster_js, settings), "every event to be handled",
+                             timeout_s=60)
+            actions = await stream_messages(cluster_js, settings.actions_stream)
+            ids = [m.json()["id"] for m in actions]
+            assert len(ids) == EVENTS and len(set(ids)) == EVENTS
     finally:
-        await service.stop()
         if stopped is not None:
             stopped.resume()
             nats_cluster.wait_for_meta_leader()

@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import signal
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -24,20 +25,18 @@ from svc.config import Settings
 from svc.domain.automations import parse_automation
 from svc.embedded import NatsServer, RedisServer
 from svc.service import Service
+from tests.helpers import JS_API_TIMEOUT_S, eventually
+from tests.reliability.support import count_calls, quick_recovery_settings, started_replica
 from tests.service.support import (
-    JS_API_TIMEOUT_S,
     consumer_settled,
     event_document,
-    eventually,
     publish,
     reactive_automation,
-    service_settings,
     stream_messages,
 )
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-CHECK_INTERVAL_S = 0.1
 # How long an outage lasts in these tests: many fetch timeouts and check intervals.
 OUTAGE_S = 2.0
 # The automations watch re-creates its consumer once the connection is back (about 0.6 s after
@@ -62,24 +61,13 @@ def servers(tmp_path: Path) -> Iterator[Servers]:
 
 @pytest.fixture
 def settings(servers: Servers, key_prefix: str) -> Settings:
-    return dataclasses.replace(
-        service_settings(servers.nats.url, servers.redis.url, key_prefix, fetch_timeout_s=0.2),
-        dependency_check_interval_s=CHECK_INTERVAL_S,
-        dependency_timeout_s=0.5,
-        consumer_backoff_initial_s=0.05,
-        consumer_backoff_max_s=0.5,
-        ack_wait_s=5.0,
-    )
+    return quick_recovery_settings(servers.nats.url, servers.redis.url, key_prefix, ack_wait_s=5.0)
 
 
 @pytest.fixture
 async def service(settings: Settings) -> AsyncIterator[Service]:
-    replica = Service(settings)
-    await replica.start()
-    try:
+    async with started_replica(settings) as replica:
         yield replica
-    finally:
-        await replica.stop()
 
 
 @pytest.fixture
@@ -141,6 +129,7 @@ async def test_redis_down_pauses_intake_acks_nothing_and_recovers_with_every_fir
     for _ in range(5):
         await publish(js, settings, event_document("outage.ping"))
     await eventually(lambda: reports(service, NOT_SERVING), "health to report NOT_SERVING")
+    # the outage lasts a while: nothing is acked or fired, and no loop gives up, meanwhile
     await asyncio.sleep(OUTAGE_S)
     assert await acked_up_to(js, settings) == acked, "an event was acked while Redis was down"
     assert len(await action_ids(js, settings)) == 1
@@ -159,6 +148,7 @@ async def test_nats_down_reports_not_serving_and_the_replica_recovers_by_itself(
     await start_with_one_firing(service, js, settings)
     servers.nats.halt(signal.SIGKILL)
     await eventually(lambda: reports(service, NOT_SERVING), "health to report NOT_SERVING")
+    # the outage lasts a while: no loop of the replica gives up meanwhile
     await asyncio.sleep(OUTAGE_S)
     assert alive(service)
 
@@ -190,6 +180,8 @@ async def test_both_down_then_back_in_the_other_order(
     await eventually(lambda: reports(service, NOT_SERVING), "health to report NOT_SERVING")
     servers.nats.resume()
     await publish(js, settings, event_document("outage.ping"))
+    # for a while with NATS back and Redis still down: the replica must stay NOT_SERVING and
+    # fire nothing
     await asyncio.sleep(OUTAGE_S)
     assert await health(service) == NOT_SERVING
     assert len(await action_ids(js, settings)) == 1
@@ -208,9 +200,14 @@ async def test_an_automation_stored_while_redis_is_down_is_applied_once_it_is_ba
     await start_with_one_firing(service, js, settings)
     servers.redis.halt(signal.SIGKILL)
     await eventually(lambda: reports(service, NOT_SERVING), "health to report NOT_SERVING")
+    loads: Counter[str] = Counter()
+    count_calls(service, loads, "load")
     later = parse_automation(reactive_automation("outage.later"))
     await AutomationStore(js, settings).put(later)
-    await asyncio.sleep(OUTAGE_S)  # the watcher sees the change and cannot apply it yet
+    await eventually(
+        lambda: loads["load"] >= 2, "the watcher to fail to apply the change and try again"
+    )
+    assert later.id not in service.engine.automations
     servers.redis.resume()
     await eventually(lambda: later.id in service.engine.automations, "the change to be applied")
     await publish(js, settings, event_document("outage.later"))

@@ -24,10 +24,11 @@ from svc.state.lease import Lease
 from svc.state.store import RedisState, ScriptCall
 from svc.topology import LocalRedisCluster
 from tests.engine.test_conformance import SCENARIOS
+from tests.helpers import eventually
+from tests.reliability.support import started_replica
 from tests.service.support import (
     consumer_settled,
     event_document,
-    eventually,
     publish,
     reactive_automation,
     service_settings,
@@ -151,25 +152,22 @@ async def test_the_service_runs_unchanged_on_redis_cluster(
     redis_cluster: LocalRedisCluster, nats_url: str, key_prefix: str, js
 ) -> None:
     from svc.client import AdminClient
-    from svc.service import Service
 
     settings = dataclasses.replace(
         service_settings(nats_url, redis_cluster.url, key_prefix, fetch_timeout_s=0.2),
         redis_cluster=True,
     )
-    service = Service(settings)
-    await service.start()
     try:
-        assert isinstance(service.redis, RedisCluster)
-        async with AdminClient(service.admin_address) as admin:
-            await admin.load(reactive_automation("cluster.ping"))
-        for _ in range(5):
-            await publish(js, settings, event_document("cluster.ping"))
-        await eventually(lambda: consumer_settled(js, settings), "every event to be handled")
-        assert len(await stream_messages(js, settings.actions_stream)) == 5
-        await eventually(lambda: service.lease.held, "the replica to take the lease")
+        async with started_replica(settings) as service:
+            assert isinstance(service.redis, RedisCluster)
+            async with AdminClient(service.admin_address) as admin:
+                await admin.load(reactive_automation("cluster.ping"))
+            for _ in range(5):
+                await publish(js, settings, event_document("cluster.ping"))
+            await eventually(lambda: consumer_settled(js, settings), "every event to be handled")
+            assert len(await stream_messages(js, settings.actions_stream)) == 5
+            await eventually(lambda: service.lease.held, "the replica to take the lease")
     finally:
-        await service.stop()
         for stream in desired_streams(settings):
             with contextlib.suppress(NotFoundError):
                 await js.delete_stream(stream.name)

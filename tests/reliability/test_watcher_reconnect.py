@@ -7,7 +7,6 @@ made meanwhile is lost, nothing is handed out twice."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import signal
 import time
@@ -25,9 +24,9 @@ from svc.config import Settings
 from svc.domain.automations import Automation, parse_automation
 from svc.embedded import NatsServer, RedisServer
 from svc.service import Service
+from tests.helpers import JS_API_TIMEOUT_S, eventually
+from tests.reliability.support import quick_recovery_settings, started_replica
 from tests.service.support import (
-    JS_API_TIMEOUT_S,
-    eventually,
     reactive_automation,
     service_settings,
 )
@@ -176,19 +175,9 @@ async def service(
     nats_server: NatsServer, tmp_path: Path, key_prefix: str
 ) -> AsyncIterator[Service]:
     with RedisServer(data_dir=tmp_path / "redis") as redis_server:
-        settings = dataclasses.replace(
-            service_settings(nats_server.url, redis_server.url, key_prefix, fetch_timeout_s=0.2),
-            dependency_check_interval_s=0.1,
-            dependency_timeout_s=0.5,
-            consumer_backoff_initial_s=0.05,
-            consumer_backoff_max_s=0.5,
-        )
-        replica = Service(settings)
-        await replica.start()
-        try:
+        settings = quick_recovery_settings(nats_server.url, redis_server.url, key_prefix)
+        async with started_replica(settings) as replica:
             yield replica
-        finally:
-            await replica.stop()
 
 
 async def test_a_replica_applies_changes_made_right_after_a_nats_restart_promptly(

@@ -1,19 +1,18 @@
 """Fixtures of the service tests: settings of the test's own, the Service in-process (as many
-replicas as a test asks for), and a JetStream connection to look at what it did."""
+replicas as a test asks for), and admin API clients on them. (The JetStream connection to look
+at what it did, `js`, is tests/conftest.py's.)"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import nats
 import pytest
-from nats.js import JetStreamContext
 
 from svc.client import AdminClient
 from svc.config import Settings
 from svc.service import Service
-from tests.service.support import JS_API_TIMEOUT_S, remove_names, service_settings
+from tests.service.support import remove_names, service_settings
 
 
 @pytest.fixture
@@ -44,15 +43,6 @@ async def start_service(settings: Settings) -> AsyncIterator[StartService]:
             if service.nc is not None and not service.nc.is_closed:
                 await service.stop()
         await remove_names(settings)
-
-
-@pytest.fixture
-async def js(nats_url: str) -> AsyncIterator[JetStreamContext]:
-    nc = await nats.connect(nats_url)
-    try:
-        yield nc.jetstream(timeout=JS_API_TIMEOUT_S)
-    finally:
-        await nc.close()
 
 
 @pytest.fixture

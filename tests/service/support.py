@@ -3,21 +3,18 @@ the test's own, the service run as a process (`python -m svc run`), and clean-up
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import dataclasses
-import inspect
 import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import nats
 import orjson
@@ -28,10 +25,10 @@ from nats.js.errors import NotFoundError
 
 from svc.bus.streams import desired_streams
 from svc.config import ENV_PREFIX, Settings, env_name
+from tests.helpers import JS_API_TIMEOUT_S, eventually, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = REPO.parent / "shared"
-T = TypeVar("T")
 # The line `svc run` prints once the admin API listens (svc/cli.py, _announce).
 ADMIN_LINE = "Admin API (gRPC) "
 # Generous: a service process starts in about a second; a loaded 2-core machine is slower,
@@ -39,9 +36,6 @@ ADMIN_LINE = "Admin API (gRPC) "
 START_TIMEOUT_S = 60.0
 # How long a service process gets to stop after SIGTERM: the batch in flight, then close.
 STOP_TIMEOUT_S = 30.0
-# nats.py's default is 5 s; creating and deleting file-backed streams on a loaded machine
-# can take longer, and a passing test never waits this long.
-JS_API_TIMEOUT_S = 30.0
 
 
 # Settings that name something shared in NATS or Redis, by how their field name ends: each
@@ -156,8 +150,8 @@ async def stopping_cleanly(settings: Settings, log_dir: Path) -> AsyncIterator[S
 
 def _admin_address(running: ServiceProcess) -> str:
     """Poll the process's output for the admin API's address, until a deadline."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
+
+    def announced() -> str | None:
         for line in running.stdout.read_text().splitlines():
             if line.startswith(ADMIN_LINE):
                 return line.removeprefix(ADMIN_LINE).strip()
@@ -166,11 +160,12 @@ def _admin_address(running: ServiceProcess) -> str:
                 f"the service exited with {running.process.returncode} before its admin API "
                 f"listened\n{running.output()}"
             )
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"no {ADMIN_LINE!r} line after {START_TIMEOUT_S:g} s\n{running.output()}"
-            )
-        time.sleep(0.05)
+        return None
+
+    try:
+        return wait_until(announced, f"a {ADMIN_LINE!r} line", timeout_s=START_TIMEOUT_S)
+    except pytest.fail.Exception as timed_out:
+        pytest.fail(f"{timed_out}\n{running.output()}")
 
 
 async def remove_names(settings: Settings) -> None:
@@ -193,33 +188,6 @@ async def remove_names(settings: Settings) -> None:
 
 
 # ---------------------------------------------------------------- waiting and reading back
-
-# How long an asynchronous result may take: a firing takes milliseconds, a KV watch change
-# well under a second; the margin is for a loaded 2-core machine.
-EVENTUALLY_TIMEOUT_S = 20.0
-
-
-async def eventually(
-    condition: Callable[[], Awaitable[T] | T],
-    what: str,
-    timeout_s: float = EVENTUALLY_TIMEOUT_S,
-) -> T:
-    """Poll `condition` (sync or async) until it returns something truthy, and return that;
-    fail the test, saying `what` was awaited, if it still does not after timeout_s. For tests
-    on the event loop, where tests.helpers.wait_until (which sleeps the thread) would block
-    the service under test."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        value = condition()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value  # type: ignore[return-value]
-        if loop.time() > deadline:
-            pytest.fail(f"still waiting after {timeout_s:g} s for {what}")
-        await asyncio.sleep(0.02)
-
 
 @dataclass(frozen=True)
 class StoredMessage:

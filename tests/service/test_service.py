@@ -19,10 +19,9 @@ from svc.config import Settings
 from svc.domain.automations import Automation, parse_automation
 from svc.domain.firings import Act
 from svc.engine import Publisher
+from tests.helpers import WAIT_TIMEOUT_S, eventually
 from tests.service.support import (
-    EVENTUALLY_TIMEOUT_S,
     event_document,
-    eventually,
     publish,
     reactive_automation,
     settle,
@@ -126,7 +125,7 @@ async def test_an_event_is_acked_only_after_its_firing_is_in_the_actions_stream(
     await admin_of(service).load(reactive_automation("svc.happened"))
     seq = await publish(js, settings, event_document("svc.happened"))
     try:
-        await asyncio.wait_for(gate.reached.wait(), EVENTUALLY_TIMEOUT_S)
+        await asyncio.wait_for(gate.reached.wait(), WAIT_TIMEOUT_S)
 
         info = await js.consumer_info(settings.events_stream, settings.consumer_name)
         assert info.num_ack_pending == 1 and info.ack_floor.stream_seq < seq
@@ -176,13 +175,13 @@ async def test_stop_finishes_and_acks_the_batch_in_flight(
     await admin_of(service).load(reactive_automation("svc.happened"))
     event = event_document("svc.happened")
     seq = await publish(js, settings, event)
-    await asyncio.wait_for(gate.reached.wait(), EVENTUALLY_TIMEOUT_S)
+    await asyncio.wait_for(gate.reached.wait(), WAIT_TIMEOUT_S)
 
     stopping = asyncio.create_task(service.stop())
     await asyncio.sleep(0)  # let stop() begin: it must now wait for the batch
     assert not stopping.done()
     gate.released.set()
-    await asyncio.wait_for(stopping, EVENTUALLY_TIMEOUT_S)
+    await asyncio.wait_for(stopping, WAIT_TIMEOUT_S)
 
     info = await js.consumer_info(settings.events_stream, settings.consumer_name)
     assert info.ack_floor.stream_seq >= seq and info.num_ack_pending == 0

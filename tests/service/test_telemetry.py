@@ -16,9 +16,9 @@ from opentelemetry.trace import format_span_id, format_trace_id
 
 from svc.service import Service
 from svc.telemetry import Telemetry, configure_telemetry
+from tests.helpers import eventually
 from tests.service.support import (
     event_document,
-    eventually,
     publish,
     reactive_automation,
     settle,
