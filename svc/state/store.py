@@ -57,9 +57,15 @@ class BucketRecord:
 
     @classmethod
     def decode(cls, key: bytes, value: bytes) -> BucketRecord:
+        """A stored bucket: its field of the buckets hash (the key as JSON) and its value."""
+        return cls.parse(value, tuple(orjson.loads(key)))
+
+    @classmethod
+    def parse(cls, value: bytes, key: tuple[str, ...] = ()) -> BucketRecord:
+        """A bucket's stored value, of the bucketing key `key`."""
         start, end, count, _lx, _la, _lo, operation, last_event = value.split(b"|", 7)
         return cls(
-            key=tuple(orjson.loads(key)),
+            key=key,
             start_us=int(start),
             end_us=int(end),
             count=int(count),

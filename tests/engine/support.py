@@ -17,6 +17,7 @@ import redis.asyncio
 from svc.conformance import T0, InProcess, label_uuid, scenario_event
 from svc.engine import IntakeResult
 from svc.state.keys import TriggerKeys
+from svc.state.store import BucketRecord
 
 US = 1_000_000
 T0_US = int(T0.timestamp()) * US
@@ -229,9 +230,12 @@ class Driver:
 
 
 def decode_bucket(raw: bytes, driver: Driver | None = None) -> Bucket:
-    s, e, c, _lx, _la, _lo, op, le = raw.decode().split("|", 7)
+    record = BucketRecord.parse(raw)
     last = None
-    if le:
-        event_id = orjson.loads(le)["id"]
+    if record.last_event is not None:
+        event_id = record.last_event["id"]
         last = driver.label(event_id) if driver else event_id
-    return Bucket(seconds_of(int(s)), seconds_of(int(e)), int(c), last, op)
+    return Bucket(
+        seconds_of(record.start_us), seconds_of(record.end_us), record.count, last,
+        record.last_operation,
+    )

@@ -15,7 +15,7 @@ import pytest
 import redis.asyncio
 
 from svc.state.keys import CompositeKeys, Keys, TriggerKeys
-from svc.state.store import Command, RedisState, ScriptCall
+from svc.state.store import BucketRecord, Command, RedisState, ScriptCall
 
 S = 1_000_000  # one second in microseconds
 T0 = 1_767_225_600 * S  # 2026-01-01T00:00:00Z
@@ -59,8 +59,8 @@ def encode_bucket(
 
 
 def decode_bucket(raw: bytes) -> tuple[int, int, int, str]:
-    s, e, c, _lx, _la, _lo, op, _le = raw.decode().split("|", 7)
-    return int(s), int(e), int(c), op
+    record = BucketRecord.parse(raw)
+    return record.start_us, record.end_us, record.count, record.last_operation
 
 
 async def reactive(
