@@ -156,11 +156,7 @@ class RedisState:
 
     async def pending_firings(self, outboxes: Sequence[str]) -> list[list[bytes]]:
         """The records still in each outbox (a crashed replica's undrained firings)."""
-        pipe = self.client.pipeline(transaction=False)
-        for outbox in outboxes:
-            pipe.hvals(outbox)
-        self.round_trips += 1
-        return list(await pipe.execute())
+        return await self.call_many([Command(("HVALS", outbox)) for outbox in outboxes])
 
     # -- causal ordering --
 
@@ -256,13 +252,8 @@ class RedisState:
     async def with_state(self, groups: Sequence[TriggerKeys | CompositeKeys]) -> list[bool]:
         """Whether any key of each group exists (one EXISTS per group: its keys share a hash
         tag), in one round trip."""
-        if not groups:
-            return []
-        pipe = self.client.pipeline(transaction=False)
-        for group in groups:
-            pipe.exists(*group.as_list())
-        self.round_trips += 1
-        return [bool(count) for count in await pipe.execute()]
+        counts = await self.call_many([Command(("EXISTS", *g.as_list())) for g in groups])
+        return [bool(count) for count in counts]
 
     async def scan_generations(
         self, cursor: int, count: int
@@ -284,23 +275,19 @@ class RedisState:
 
     async def swap_generation(self, automation_id: UUID, value: str) -> bytes | None:
         """Record the generation an automation is loaded with; return the previous one."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hget(self.keys.generations, str(automation_id))
-        pipe.hset(self.keys.generations, str(automation_id), value)
-        self.round_trips += 1
-        previous, _ = await pipe.execute()
+        (previous,) = await self.swap_generations([(automation_id, value)])
         return previous
 
     async def swap_generations(self, records: Sequence[tuple[UUID, str]]) -> list[bytes | None]:
         """`swap_generation` for many automations, in order, in one round trip."""
-        if not records:
-            return []
-        pipe = self.client.pipeline(transaction=False)
+        calls: list[Call] = []
         for automation_id, value in records:
-            pipe.hget(self.keys.generations, str(automation_id))
-            pipe.hset(self.keys.generations, str(automation_id), value)
-        self.round_trips += 1
-        return (await pipe.execute())[0::2]
+            field = str(automation_id)
+            calls += (
+                Command(("HGET", self.keys.generations, field)),
+                Command(("HSET", self.keys.generations, field, value)),
+            )
+        return (await self.call_many(calls))[0::2]
 
     async def generation(self, automation_id: UUID) -> bytes | None:
         self.round_trips += 1
@@ -312,11 +299,14 @@ class RedisState:
         return await self.client.hgetall(self.keys.generations)
 
     async def forget_generation(self, automation_id: UUID) -> bytes | None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hget(self.keys.generations, str(automation_id))
-        pipe.hdel(self.keys.generations, str(automation_id))
-        self.round_trips += 1
-        previous, _ = await pipe.execute()
+        """Drop an automation's generation record; return it."""
+        field = str(automation_id)
+        previous, _ = await self.call_many(
+            [
+                Command(("HGET", self.keys.generations, field)),
+                Command(("HDEL", self.keys.generations, field)),
+            ]
+        )
         return previous
 
     async def buckets(self, keys: TriggerKeys) -> list[BucketRecord]:
@@ -330,8 +320,4 @@ class RedisState:
 
     async def delete_state(self, groups: Sequence[TriggerKeys | CompositeKeys]) -> None:
         """Delete triggers' state; each group shares one hash tag, so one DEL per group."""
-        pipe = self.client.pipeline(transaction=False)
-        for group in groups:
-            pipe.delete(*group.as_list())
-        self.round_trips += 1
-        await pipe.execute()
+        await self.call_many([Command(("DEL", *group.as_list())) for group in groups])
