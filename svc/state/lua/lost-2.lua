@@ -1,6 +1,6 @@
 --[[
   lost-2: the parked followers whose leader never came (SEMANTICS 10.4): received at or before
-  the cutoff. They are not removed here; each one's finish-4 forgets it once evaluated.
+  the cutoff. They are not removed here; each one's finish-n forgets it once evaluated.
 
   Input:
     KEYS[1] parked follower events (hash)   KEYS[2] waitlist

@@ -1,7 +1,7 @@
 --[[
   park-4: the causal-ordering gate for an event that `follows` a leader (SEMANTICS 10.1 step 3):
   proceed if the leader was seen, otherwise park the follower, in one atomic step with the
-  leader's finish-4 so a follower can never be parked after its leader released its followers.
+  leader's finish-n so a follower can never be parked after its leader released its followers.
 
   Input:
     KEYS[1] seen mark of the leader    KEYS[2] the leader's follower set
