@@ -15,13 +15,14 @@ import hiredis
 import nats
 from nats.aio.client import Client as NATS
 from nats.js import JetStreamContext
+from redis._parsers.hiredis import NOT_ENOUGH_DATA, _AsyncHiredisParser
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import DataError
+from redis.exceptions import DataError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from svc.config import Settings
@@ -144,6 +145,55 @@ class _HiredisPacking:
 
     def pack_commands(self, commands: Any) -> list[bytes]:
         return [b"".join(_pack(tuple(command)) for command in commands)]
+
+    async def read_response(
+        self,
+        disable_decoding: bool = False,
+        timeout: float | None = None,
+        *,
+        disconnect_on_error: bool = True,
+        push_request: bool = False,
+    ) -> Any:
+        """A reply already whole in the parser's buffer is taken as it is. redis-py arms an
+        `asyncio.timeout` for every read, even one that needs no waiting, and a pipeline
+        reads one reply per command: arming them was ~4 % of the service's CPU time per
+        event (docs/performance.md). Any other read, one that has to wait for the socket
+        above all, goes through redis-py's own, bounded by `socket_timeout` as before."""
+        parser = self._parser  # type: ignore[attr-defined]
+        if (
+            timeout is None
+            and not push_request
+            and not disable_decoding
+            and type(parser) is _AsyncHiredisParser
+            and parser._connected
+        ):
+            response = parser._reader.gets()
+            push = parser._hiredis_PushNotificationType
+            if push is not None and isinstance(response, push):
+                # RESP3 pushes (none is asked for): handled, then the reply is read as usual
+                await parser.handle_push_response(response)
+                response = NOT_ENOUGH_DATA
+            if response is not NOT_ENOUGH_DATA:
+                # what redis-py's hiredis parser and connection do with a reply
+                if isinstance(response, RedisConnectionError):
+                    raise response
+                if isinstance(response, list) and response and isinstance(
+                    response[0], RedisConnectionError
+                ):
+                    raise response[0]
+                if self.health_check_interval:  # type: ignore[attr-defined]
+                    self.next_health_check = (  # type: ignore[attr-defined]
+                        asyncio.get_running_loop().time() + self.health_check_interval  # type: ignore[attr-defined]
+                    )
+                if isinstance(response, ResponseError):
+                    raise response from None
+                return response
+        return await super().read_response(  # type: ignore[misc]
+            disable_decoding,
+            timeout,
+            disconnect_on_error=disconnect_on_error,
+            push_request=push_request,
+        )
 
 
 def _pack(args: tuple[Any, ...]) -> bytes:

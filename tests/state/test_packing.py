@@ -1,6 +1,8 @@
 """The service's Redis client packs commands with hiredis (svc.connections): the same bytes
 reach Redis as with redis-py's own packing, for every kind of argument the state layer sends,
-and bad arguments fail as redis-py's do."""
+and bad arguments fail as redis-py's do. It also takes replies already whole in its buffer
+without arming a timeout: what it reads is what redis-py reads, errors included, and a reply
+that keeps the client waiting is still bounded by the socket timeout."""
 
 from __future__ import annotations
 
@@ -9,9 +11,11 @@ import redis.asyncio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from redis.asyncio.connection import Connection
-from redis.exceptions import DataError
+from redis.exceptions import DataError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from svc.connections import _pack, hiredis_packing
+from svc.config import Settings
+from svc.connections import _pack, hiredis_packing, redis_client
 
 arguments = st.one_of(
     st.binary(max_size=64),
@@ -58,3 +62,42 @@ async def test_the_service_client_round_trips_through_redis(
     async with redis_client.pipeline(transaction=False) as pipe:
         pipe.set(key, value).get(key).incrbyfloat(f"{key}:n", 1.25).eval("return ARGV[1]", 0, "é")
         assert await pipe.execute() == [True, value, 1.25, "é".encode()]
+
+
+async def test_replies_read_from_the_buffer_are_redis_pys_replies(
+    redis_client: redis.asyncio.Redis, key_prefix: str
+) -> None:
+    key = f"{key_prefix}:replies"
+    async with redis_client.pipeline(transaction=False) as pipe:
+        for i in range(200):
+            pipe.rpush(key, i)
+        pipe.lrange(key, 0, 2).hset(f"{key}:h", "f", "v").get(f"{key}:none")
+        pipe.eval("return {1, 'a'}", 0)
+        replies = await pipe.execute()
+    assert replies[:200] == list(range(1, 201))
+    assert replies[200:] == [[b"0", b"1", b"2"], 1, None, [1, b"a"]]
+
+
+async def test_an_error_reply_in_a_pipeline_stays_in_its_place(
+    redis_client: redis.asyncio.Redis, key_prefix: str
+) -> None:
+    key = f"{key_prefix}:errors"
+    async with redis_client.pipeline(transaction=False) as pipe:
+        pipe.set(key, "text").incr(key).get(key)
+        first, error, last = await pipe.execute(raise_on_error=False)
+    assert (first, last) == (True, b"text")
+    assert isinstance(error, ResponseError) and "not an integer" in str(error)
+    with pytest.raises(ResponseError, match="not an integer"):
+        await redis_client.incr(key)
+
+
+async def test_a_reply_that_keeps_the_client_waiting_still_times_out(redis_url: str) -> None:
+    client = redis_client(Settings(redis_url=redis_url, dependency_timeout_s=0.1))
+    try:
+        async with client.pipeline(transaction=False) as pipe:
+            # the server takes 0.3 s over the second command: each try waits 0.1 s, then fails
+            pipe.ping().execute_command("DEBUG", "SLEEP", "0.3")
+            with pytest.raises(RedisTimeoutError):
+                await pipe.execute()
+    finally:
+        await client.aclose()
