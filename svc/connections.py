@@ -5,6 +5,7 @@ dependency answers, so a replica rides out a restart of either (DESIGN "Delivery
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -134,6 +135,13 @@ def redis_client(settings: Settings) -> Redis:
     return client
 
 
+# A future that the next commands sent in this context resolve once they are written to the
+# socket (RedisState.send_many): the caller works meanwhile, while Redis runs them.
+WRITTEN: contextvars.ContextVar[asyncio.Future[None] | None] = contextvars.ContextVar(
+    "redis_commands_written", default=None
+)
+
+
 class _HiredisPacking:
     """Packs commands with hiredis's C `pack_command` rather than redis-py's Python loop,
     which the asyncio client uses even with hiredis installed: about a tenth of the
@@ -145,6 +153,12 @@ class _HiredisPacking:
 
     def pack_commands(self, commands: Any) -> list[bytes]:
         return [b"".join(_pack(tuple(command)) for command in commands)]
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        await super().send_packed_command(command, check_health)  # type: ignore[misc]
+        written = WRITTEN.get()
+        if written is not None and not written.done():
+            written.set_result(None)
 
     async def read_response(
         self,

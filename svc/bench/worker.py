@@ -200,10 +200,10 @@ async def run_service(settings: Settings, control: str, count_bucket_reads: bool
 
 def _mark_batches(consumer: Any, timeline: Timeline) -> None:
     """A timeline mark after each batch the consumer handled and acked."""
-    handle_batch: Callable[[list[Msg]], Awaitable[None]] = consumer._handle_batch
+    handle_batch: Callable[..., Awaitable[None]] = consumer._handle_batch
 
-    async def marked(messages: list[Msg]) -> None:
-        await handle_batch(messages)
+    async def marked(messages: list[Msg], *rest: Any) -> None:
+        await handle_batch(messages, *rest)
         timeline.mark(messages[-1].metadata.sequence.stream, consumer.processed)
 
     consumer._handle_batch = marked

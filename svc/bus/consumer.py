@@ -57,6 +57,9 @@ class EventMessage:
 
 # Per message: None (done) or the reason it is dead-lettered. Returning means durable.
 EventHandler = Callable[[Sequence[EventMessage]], Awaitable[Sequence[str | None]]]
+# Given the batch that comes next, while the handler still works on the one before (see
+# EventConsumer.take_ahead): work that does not depend on the batch before, done early.
+EventPreparer = Callable[[Sequence[EventMessage]], None]
 
 
 class HandlerContractError(RuntimeError):
@@ -75,10 +78,12 @@ class EventConsumer:
         settings: Settings,
         handler: EventHandler,
         ready: asyncio.Event | None = None,
+        prepare: EventPreparer | None = None,
     ):
         self.js = js
         self.settings = settings
         self.handler = handler
+        self.prepare = prepare
         # fetch only while this is set (None: always); cleared while a dependency is down,
         # so nothing is fetched that could not be handled
         self.ready = ready
@@ -91,6 +96,9 @@ class EventConsumer:
         self._stopping = asyncio.Event()
         self._running = False
         self._stopped = asyncio.Event()
+        self._source: PullSource | None = None
+        # the next batch, taken while the handler worked on the one before and prepared
+        self._ahead: tuple[list[Msg], list[EventMessage]] | None = None
 
     def consumer_config(self) -> ConsumerConfig:
         s = self.settings
@@ -125,6 +133,7 @@ class EventConsumer:
                 self.settings.consumer_name,
                 expires_s=self.settings.fetch_timeout_s,
             )
+            self._source = subscription
             try:
                 while not self._stopping.is_set():
                     if self.ready is None or self.ready.is_set():
@@ -133,6 +142,10 @@ class EventConsumer:
                         await self._until_ready()
                 await self._handle_fetched_ahead(subscription)
             finally:
+                self._source = None
+                if self._ahead is not None:  # cancelled: nak'd with the rest of the buffer
+                    subscription.give_back(self._ahead[0])
+                    self._ahead = None
                 with contextlib.suppress(Exception):  # the connection may be closing already
                     await subscription.unsubscribe()
         finally:
@@ -148,11 +161,15 @@ class EventConsumer:
     async def _step(self, subscription: PullSource) -> None:
         """One fetch and its batch. The only broad `except` of the loop is here."""
         try:
-            messages = await self._fetch(subscription)
+            if self._ahead is not None:
+                (messages, events), self._ahead = self._ahead, None
+                await subscription.top_up(self.settings.fetch_batch)
+            else:
+                messages, events = await self._fetch(subscription), None
             if messages:
                 # Shielded: a cancellation arriving mid-batch still lets the handler finish
                 # and the batch be acked or nak'd, like arq's finish_job.
-                batch = asyncio.ensure_future(self._handle_batch(messages))
+                batch = asyncio.ensure_future(self._handle_batch(messages, events))
                 try:
                     await asyncio.shield(batch)
                 except asyncio.CancelledError:
@@ -185,10 +202,35 @@ class EventConsumer:
             for waiter in waiters:
                 waiter.cancel()
 
+    def take_ahead(self) -> None:
+        """Take the next batch now, if the source holds a whole one already, and hand it to
+        `prepare`, while the handler still works on the batch before (the service calls
+        this while Redis evaluates a batch, to decode the next one meanwhile). The loop
+        then handles it next, as if it had fetched it then. Nothing happens without
+        `prepare`, while stopping or not ready, or when a batch is taken already."""
+        source = self._source
+        if (
+            self.prepare is None
+            or source is None
+            or self._ahead is not None
+            or self._stopping.is_set()
+            or (self.ready is not None and not self.ready.is_set())
+        ):
+            return
+        messages = source.take_ready(self.settings.fetch_batch)
+        if not messages:
+            return
+        events = [_event_message(m) for m in messages]
+        self._ahead = (messages, events)
+        self.prepare(events)
+
     async def _handle_fetched_ahead(self, source: PullSource) -> None:
-        """On stop, what the source fetched ahead is handled and acked like any batch, so a
+        """On stop, what was fetched ahead is handled and acked like any batch, so a
         graceful stop leaves nothing unacknowledged (a failed batch is nak'd)."""
-        messages = await source.drain(self.settings.fetch_timeout_s)
+        messages: list[Msg] = []
+        if self._ahead is not None:
+            messages, self._ahead = self._ahead[0], None
+        messages += await source.drain(self.settings.fetch_timeout_s)
         batch = self.settings.fetch_batch
         for start in range(0, len(messages), batch):
             try:
@@ -205,8 +247,11 @@ class EventConsumer:
         except TimeoutError:  # nats.errors.TimeoutError and FetchTimeoutError: nothing to do
             return []
 
-    async def _handle_batch(self, messages: list[Msg]) -> None:
-        events = [_event_message(m) for m in messages]
+    async def _handle_batch(
+        self, messages: list[Msg], events: list[EventMessage] | None = None
+    ) -> None:
+        if events is None:
+            events = [_event_message(m) for m in messages]
         self.num_pending = events[-1].num_pending
         try:
             reasons = list(await self.handler(events))

@@ -102,6 +102,21 @@ class PullSource:
         await self._request(batch)
         return messages
 
+    def take_ready(self, batch: int) -> list[Msg]:
+        """A whole batch if one is buffered already (or all that is buffered when no request
+        is out), without waiting; [] otherwise. The caller asks for more with `top_up`."""
+        if len(self._buffer) < batch and (self._owed or not self._buffer):
+            return []
+        return [self._buffer.popleft() for _ in range(min(batch, len(self._buffer)))]
+
+    async def top_up(self, batch: int) -> None:
+        """Ask for the next batch, unless one is on its way or buffered (as `fetch` does)."""
+        await self._request(batch)
+
+    def give_back(self, messages: list[Msg]) -> None:
+        """Messages taken but not handled go back to the front of the buffer, in order."""
+        self._buffer.extendleft(reversed(messages))
+
     async def drain(self, timeout: float) -> list[Msg]:
         """Stop asking for more, wait (up to `timeout`) for the outstanding request to end,
         and hand over everything fetched ahead."""

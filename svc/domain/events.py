@@ -141,6 +141,13 @@ class ReceivedEvent(BaseModel):
         (A `model_copy` that changes `id` would keep the old text: make a new event.)"""
         return str(self.id)
 
+    @functools.cached_property
+    def json_bytes(self) -> bytes:
+        """`to_json` serialized, made once: it goes into the scripts of every trigger
+        interested in the event and into a parked follower's record. (Like `id_text`, a
+        `model_copy` that changes a field would keep the old bytes: make a new event.)"""
+        return orjson.dumps(self.to_json())
+
     def to_json(self) -> dict[str, Any]:
         """The event in Prefect's JSON shape (ISO datetimes, UUIDs as strings)."""
         return {

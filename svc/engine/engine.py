@@ -220,8 +220,24 @@ class EventBodies(dict[UUID, bytes]):
         self._events = {e.id: e for e in events}
 
     def __missing__(self, event_id: UUID) -> bytes:
-        body = self[event_id] = orjson.dumps(self._events[event_id].to_json())
+        body = self[event_id] = self._events[event_id].json_bytes
         return body
+
+
+@dataclass
+class DecodedBatch:
+    """A fetched batch as intake's first step leaves it: each message decoded (or refused),
+    log events set aside (SEMANTICS 5.1 steps 1-3). No state is read to make it."""
+
+    bodies: Sequence[bytes]
+    results: list[IntakeResult | None]  # set for the refused and the log events
+    decoded: list[tuple[int, ReceivedEvent]]  # (position in the batch, event): the rest
+
+    def made_from(self, bodies: Sequence[bytes]) -> bool:
+        """Was this decoded from these very messages (the same objects, in order)?"""
+        return len(bodies) == len(self.bodies) and all(
+            a is b for a, b in zip(bodies, self.bodies, strict=True)
+        )
 
 
 def brief_bucket(raw: bytes | str | None) -> BucketBrief | None:
@@ -286,6 +302,10 @@ class Engine:
         self.tracer = tracer or trace.get_tracer("svc.engine")
         # the evaluation span of each event in flight, so its firings are traced under it
         self._spans: dict[UUID, trace.Span] = {}
+        # Called once per batch while Redis evaluates it, so the caller can decode the next
+        # batch meanwhile (`decode_ahead`); what it does must not touch the engine's state.
+        self.meanwhile: Callable[[], None] | None = None
+        self._ahead: DecodedBatch | None = None
 
     def _now_us(self) -> tuple[datetime, int]:
         now = self.clock.now()
@@ -451,10 +471,26 @@ class Engine:
             span.end()
         return results
 
-    async def _intake(
-        self, bodies: Sequence[bytes], spans: Sequence[trace.Span]
-    ) -> list[IntakeResult]:
-        now, now_us = self._now_us()
+    def decode_ahead(self, bodies: Sequence[bytes]) -> None:
+        """Decode the next batch while this one is evaluated (see `meanwhile`): the
+        `handle_batch` of these very bodies then starts from what this made. Only the
+        events' decoding and their JSON for the scripts are made ahead, nothing that reads
+        the loaded automations or the state, so it is the same as decoding them later,
+        a few milliseconds earlier (their `received`)."""
+        ahead = self._ahead = self._decode(bodies)
+        for _, event in ahead.decoded:
+            if self.index.candidates(event.event):
+                event.json_bytes  # noqa: B018 (made now, cached on the event)
+
+    def _while_evaluating(self) -> None:
+        try:
+            self.meanwhile()  # type: ignore[misc]
+        except Exception:
+            # the next batch is then decoded when its turn comes, as without it
+            logger.exception("decoding the next batch ahead failed")
+
+    def _decode(self, bodies: Sequence[bytes]) -> DecodedBatch:
+        now = self.clock.now()
         results: list[IntakeResult | None] = [None] * len(bodies)
         decoded: list[tuple[int, ReceivedEvent]] = []
         for position, body in enumerate(bodies):
@@ -467,6 +503,15 @@ class Engine:
                 results[position] = IntakeResult(Outcome.skipped, event)
                 continue
             decoded.append((position, event))
+        return DecodedBatch(bodies, results, decoded)
+
+    async def _intake(
+        self, bodies: Sequence[bytes], spans: Sequence[trace.Span]
+    ) -> list[IntakeResult]:
+        ahead, self._ahead = self._ahead, None
+        batch = ahead if ahead is not None and ahead.made_from(bodies) else self._decode(bodies)
+        results, decoded = batch.results, batch.decoded
+        now, now_us = self._now_us()
         seen, waited = await self.state.intake_check(
             [e.id_text for _, e in decoded], now_us, micros(SEEN_HORIZON)
         )
@@ -646,7 +691,16 @@ class Engine:
             # before the scripts: an automation with state is always in the active set
             calls.insert(len(before), self.state.touch(touched))
         calls.append(self.state.finish([e.id_text for e in events], now_us))
-        answers = await self.state.call_many(calls)
+        if self.meanwhile is None or depth:
+            answers = await self.state.call_many(calls)
+        else:
+            written, sending = self.state.send_many(calls)
+            try:
+                # once the pipeline is out, the next batch is decoded while Redis runs it
+                await asyncio.wait([written, sending], return_when=asyncio.FIRST_COMPLETED)
+                self._while_evaluating()
+            finally:
+                answers = await sending
         results = iter(answers[len(before) + bool(touched) : -1])
         # what each firing causes is traced under the event that caused it, and the
         # publisher carries that trace context on to the action messages

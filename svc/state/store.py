@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
+from svc.connections import WRITTEN
 from svc.state.keys import CompositeKeys, Keys, TriggerKeys
 from svc.state.scripts import Script, Scripts
 
@@ -110,6 +112,19 @@ class RedisState:
         first = iter(await self._pipeline([c for c, x in zip(calls, later, strict=True) if not x]))
         second = iter(await self._pipeline([c for c, x in zip(calls, later, strict=True) if x]))
         return [next(second) if x else next(first) for x in later]
+
+    def send_many(self, calls: Sequence[Call]) -> tuple[asyncio.Future[None], asyncio.Task[list[Any]]]:
+        """`call_many` as a task of its own, and a future done once its commands are written
+        to Redis, so the caller can work while Redis runs them (await the future, or the
+        task: on Redis Cluster the future is never done, as the cluster's connections do
+        not report it)."""
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        token = WRITTEN.set(written)
+        try:
+            # the task runs in a copy of this context, which holds `written`
+            return written, asyncio.ensure_future(self.call_many(calls))
+        finally:
+            WRITTEN.reset(token)
 
     async def _pipeline(self, calls: Sequence[Call]) -> list[Any]:
         if not calls:

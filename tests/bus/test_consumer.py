@@ -313,3 +313,109 @@ async def test_consecutive_failures_back_off_exponentially_up_to_the_cap(
     # initial 0.05 s, doubling, capped at 0.2 s (bus_settings)
     assert pauses == [0.05, 0.1, 0.2, 0.2]
     assert (consumer.errors, consumer.processed) == (4, 1)
+
+
+def taking_ahead(
+    settings: Settings,
+    handled: list[list[int]],
+    prepared: list[list[int]],
+    hold: asyncio.Event | None = None,
+) -> EventConsumer:
+    """A consumer whose handler, like the service's engine while Redis evaluates a batch,
+    asks for the next batch to be taken ahead, once the source holds one (then, with
+    `hold`, the first batch waits for it to be set); the batches it is given to prepare and
+    to handle are recorded as stream sequences."""
+    consumer: EventConsumer
+    taken_while: list[int] = []  # for each batch prepared: how many were handled then
+
+    def next_batch_held() -> bool:
+        source = consumer._source
+        assert source is not None
+        buffered = len(source._buffer)
+        # a whole batch, what is left once the request ended, or nothing more to come
+        return buffered >= 2 or (buffered > 0 and not source._owed) or consumer.num_pending == 0
+
+    async def handle(messages: Sequence[EventMessage]) -> list[None]:
+        handled.append([m.stream_sequence for m in messages])
+        # the next batch arrives while this one is handled (the source asked for it)
+        await eventually(next_batch_held, "the next batch, or the end of the stream")
+        consumer.take_ahead()
+        if hold is not None and len(handled) == 1:
+            await hold.wait()
+        return [None] * len(messages)
+
+    def prepare(messages: Sequence[EventMessage]) -> None:
+        prepared.append([m.stream_sequence for m in messages])
+        taken_while.append(len(handled))
+
+    consumer = EventConsumer(js=None, settings=settings, handler=handle, prepare=prepare)  # type: ignore[arg-type]
+    consumer.taken_while = taken_while  # type: ignore[attr-defined]
+    return consumer
+
+
+async def test_a_batch_taken_ahead_is_prepared_then_handled_next_in_order(
+    js: JetStreamContext, bus_settings: Settings, streams: None
+) -> None:
+    settings = dataclasses.replace(bus_settings, fetch_batch=2)
+    await publish_events(js, settings, 7)
+    handled: list[list[int]] = []
+    prepared: list[list[int]] = []
+    consumer = taking_ahead(settings, handled, prepared)
+    consumer.js = js
+    async with running(consumer):
+        await eventually(lambda: all_acked(js, settings, 7), "the ack floor to reach 7")
+
+    assert [n for batch in handled for n in batch] == list(range(1, 8))
+    assert max(len(batch) for batch in handled) <= 2
+    # each batch prepared ahead, while the one before was handled, is the next one handled
+    assert prepared
+    for batch, handling in zip(prepared, consumer.taken_while, strict=True):  # type: ignore[attr-defined]
+        assert handled[handling] == batch
+    assert (consumer.processed, consumer.errors) == (7, 0)
+
+
+async def test_a_batch_taken_ahead_is_handled_and_acked_on_stop(
+    js: JetStreamContext, bus_settings: Settings, streams: None
+) -> None:
+    settings = dataclasses.replace(bus_settings, fetch_batch=2)
+    await publish_events(js, settings, 4)
+    handled: list[list[int]] = []
+    prepared: list[list[int]] = []
+    consumer = taking_ahead(settings, handled, prepared)
+    consumer.js = js
+    handle = consumer.handler
+
+    async def handle_then_stop(messages: Sequence[EventMessage]) -> Sequence[str | None]:
+        results = await handle(messages)
+        if len(handled) == 1:
+            asyncio.get_running_loop().call_soon(consumer._stopping.set)
+        return results
+
+    consumer.handler = handle_then_stop
+    async with running(consumer):
+        await eventually(lambda: all_acked(js, settings, 4), "the ack floor to reach 4")
+    assert prepared == [[3, 4]] and handled == [[1, 2], [3, 4]]
+
+
+async def test_a_batch_taken_ahead_is_given_back_when_cancelled(
+    js: JetStreamContext, bus_settings: Settings, streams: None
+) -> None:
+    settings = dataclasses.replace(bus_settings, fetch_batch=2)
+    await publish_events(js, settings, 4)
+    handled: list[list[int]] = []
+    prepared: list[list[int]] = []
+    hold = asyncio.Event()
+    consumer = taking_ahead(settings, handled, prepared, hold)
+    consumer.js = js
+    run = asyncio.create_task(consumer.run())
+    await eventually(lambda: prepared == [[3, 4]], "the second batch to be taken ahead")
+    run.cancel()
+    hold.set()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(run, timeout=10)
+    assert handled == [[1, 2]]
+    # nak'd, not left to the ack wait: another consumer gets them at once
+    again: list[EventMessage] = []
+    async with running(EventConsumer(js, settings, recording_handler(again))):
+        await eventually(lambda: all_acked(js, settings, 4), "the ack floor to reach 4")
+    assert [m.stream_sequence for m in again] == [3, 4]
