@@ -13,6 +13,8 @@ from uuid import UUID, uuid4
 import orjson
 import pytest
 import redis.asyncio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from svc.state.keys import CompositeKeys, Keys, TriggerKeys
 from svc.state.store import BucketRecord, Command, RedisState, ScriptCall
@@ -102,6 +104,30 @@ async def test_reactive_marks_the_event_and_answers_duplicate_the_second_time(
     bucket = f"{T0 - LOOKBACK}|{T0 + 60 * S}|1".encode()
     assert again == [b"duplicate", bucket, bucket]
     assert decode_bucket(await redis_client.hget(tkeys.buckets, "[]"))[2] == 1
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2), st.integers(0, 400), st.integers(1, 3)),
+        min_size=1,
+        max_size=25,
+    )
+)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+async def test_every_stored_bucket_has_its_end_in_the_ends_set(
+    state: RedisState, redis_client: redis.asyncio.Redis, events: list[tuple[int, int, int]]
+) -> None:
+    """bucket_machine.lua writes `ends` only when a bucket's end moves (it remembers what it
+    read within a call): whatever the events (windows counted, fired, rolled over, too early
+    and late), each stored bucket is scored by its end, and no key is there without one."""
+    tkeys = state.keys.trigger(uuid4(), "gen")
+    for n, (key, second, threshold) in enumerate(events):
+        await reactive(
+            state, tkeys, f"e{n}", T0 + second * S, key=f'["k{key}"]', threshold=threshold
+        )
+        buckets = await redis_client.hgetall(tkeys.buckets)
+        ends = dict(await redis_client.zrange(tkeys.ends, 0, -1, withscores=True))
+        assert {k: decode_bucket(v)[1] for k, v in buckets.items()} == ends
 
 
 async def test_reactive_ensures_a_backdated_first_window_and_increments_it(

@@ -57,14 +57,41 @@ local function set_last_event(b, ev)
   b.lo = ev.occ
 end
 
+-- What this call knows of each bucket it has read or written (T.known, made on first use):
+-- key -> { raw = the stored bucket, or false when there is none; e = its end }, so a bucket
+-- is read from Redis at most once per call, and `ends` is written only when the end moves.
+-- (Every write of a bucket puts its end in `ends`, so a stored bucket's end is there.)
+local function known_buckets(T)
+  local known = T.known
+  if not known then
+    known = {}
+    T.known = known
+  end
+  return known
+end
+
+local function known_bucket(T, key)
+  local known = known_buckets(T)
+  local entry = known[key]
+  if entry == nil then
+    local raw = redis.call('HGET', T.buckets, key)
+    entry = { raw = raw }
+    if raw then
+      entry.e = tonumber(string.match(raw, '^[^|]*|([^|]*)|'))
+    end
+    known[key] = entry
+  end
+  return entry
+end
+
 local function read_bucket(T, key)
-  return decode_bucket(redis.call('HGET', T.buckets, key))
+  return decode_bucket(known_bucket(T, key).raw)
 end
 
 -- The bucket of `key` as 'start|end|count' ('' when there is none): what decision records
 -- and explain show of it, without the last event's JSON.
 local function brief_bucket(T, key)
-  local raw = redis.call('HGET', T.buckets, key)
+  local raw = known_bucket(T, key).raw
   if not raw then
     return ''
   end
@@ -72,8 +99,14 @@ local function brief_bucket(T, key)
 end
 
 local function write_bucket(T, key, b)
-  redis.call('HSET', T.buckets, key, encode_bucket(b))
-  redis.call('ZADD', T.ends, fmt(b.e), key)
+  local raw = encode_bucket(b)
+  local entry = known_bucket(T, key)
+  redis.call('HSET', T.buckets, key, raw)
+  if not (entry.raw and entry.e == b.e) then
+    redis.call('ZADD', T.ends, fmt(b.e), key)
+  end
+  entry.raw = raw
+  entry.e = b.e
   if not T.reactive then
     if b.c >= T.threshold then
       redis.call('SADD', T.satisfied, key)
@@ -87,6 +120,7 @@ local function remove_bucket(T, key)
   redis.call('HDEL', T.buckets, key)
   redis.call('ZREM', T.ends, key)
   redis.call('SREM', T.satisfied, key)
+  known_buckets(T)[key] = { raw = false }
 end
 
 -- Held events of `key` with start <= occurred < end (SEMANTICS 6.2).

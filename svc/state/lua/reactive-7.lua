@@ -62,10 +62,9 @@ local function respond(decision)
 end
 
 -- Decision 3: an event is evaluated at most once per trigger, whatever is redelivered.
-if redis.call('ZSCORE', T.seen, ev.id) then
+if redis.call('ZADD', T.seen, 'NX', fmt(T.now_wall), ev.id) == 0 then
   return respond('duplicate')
 end
-redis.call('ZADD', T.seen, fmt(T.now_wall), ev.id)
 
 -- Hold an expect-only event for the windows that open later over it (SEMANTICS 6.2).
 local function hold_event()
