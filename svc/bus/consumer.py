@@ -10,6 +10,10 @@ How a batch goes (DESIGN, "Delivery guarantees"):
 3. publish each bad message to the dead-letter subject and await JetStream's acknowledgement;
 4. ack every message of the batch.
 
+With a `prepare` callable, the next batch may be taken while the handler still works on one
+(`take_ahead`, which the service calls while Redis evaluates a batch): it is prepared then
+(the service decodes it) and is the next batch handled, exactly as if fetched then.
+
 If step 2 or 3 raises, nothing of the batch is acked: every message is nak'd with a delay, the
 loop pauses (exponential backoff, capped) and goes on. A crash at any point redelivers the
 batch; the engine's seen-event marks and the firings' `Nats-Msg-Id` make that harmless.

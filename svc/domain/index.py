@@ -50,10 +50,12 @@ class TriggerIndex(Generic[T]):
 
     def __init__(self) -> None:
         self.stats = IndexStats()
+        self.version = 0
         self.clear()
 
     def clear(self) -> None:
         """Forget every trigger (the stats keep counting)."""
+        self._bump()
         self._triggers: dict[Hashable, T] = {}
         # Position of each trigger in the order of addition, to return candidates in it.
         self._added: dict[Hashable, int] = {}
@@ -68,6 +70,11 @@ class TriggerIndex(Generic[T]):
         # Prefix length -> how many distinct prefixes of that length are in use.
         self._prefix_lengths: dict[int, int] = {}
 
+    def _bump(self) -> None:
+        # Changes with every add, remove and clear: a lookup made at one version holds while
+        # the version is the same (the engine looks up the next batch ahead of time).
+        self.version += 1
+
     def __len__(self) -> int:
         return len(self._triggers)
 
@@ -81,6 +88,7 @@ class TriggerIndex(Generic[T]):
         """Index a trigger; one with the same id is replaced (and counts as added now)."""
         trigger_id = trigger.id
         self.remove(trigger_id)
+        self._bump()
         keys = trigger.patterns.index_keys
         self._triggers[trigger_id] = trigger
         self._added[trigger_id] = self._next_position
@@ -94,6 +102,7 @@ class TriggerIndex(Generic[T]):
         keys = self._keys.pop(trigger_id, None)
         if keys is None:
             return
+        self._bump()
         del self._triggers[trigger_id]
         del self._added[trigger_id]
         for key in keys:

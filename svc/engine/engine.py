@@ -206,6 +206,8 @@ class ReactiveParts:
 
 
 BucketBrief = tuple[int, int, int]
+# An event's candidate triggers (by name) and those interested in it (name and resources).
+Lookup = tuple[list[EventTrigger], list[EventTrigger]]
 # A bucketing key: the trigger's for_each labels' values in the event, in label order.
 Key = tuple[str, ...]
 
@@ -232,6 +234,10 @@ class DecodedBatch:
     bodies: Sequence[bytes]
     results: list[IntakeResult | None]  # set for the refused and the log events
     decoded: list[tuple[int, ReceivedEvent]]  # (position in the batch, event): the rest
+    # made ahead: each event's candidates and interested triggers, as the index stood at
+    # `index_version` (they hold while it still does)
+    lookups: dict[UUID, Lookup] = field(default_factory=dict)
+    index_version: int = -1
 
     def made_from(self, bodies: Sequence[bytes]) -> bool:
         """Was this decoded from these very messages (the same objects, in order)?"""
@@ -306,6 +312,9 @@ class Engine:
         # batch meanwhile (`decode_ahead`); what it does must not touch the engine's state.
         self.meanwhile: Callable[[], None] | None = None
         self._ahead: DecodedBatch | None = None
+        # the lookups made ahead for the batch in hand, and the index version they hold at
+        self._lookups: dict[UUID, Lookup] = {}
+        self._lookups_version = -1
 
     def _now_us(self) -> tuple[datetime, int]:
         now = self.clock.now()
@@ -473,14 +482,20 @@ class Engine:
 
     def decode_ahead(self, bodies: Sequence[bytes]) -> None:
         """Decode the next batch while this one is evaluated (see `meanwhile`): the
-        `handle_batch` of these very bodies then starts from what this made. Only the
-        events' decoding and their JSON for the scripts are made ahead, nothing that reads
-        the loaded automations or the state, so it is the same as decoding them later,
-        a few milliseconds earlier (their `received`)."""
+        `handle_batch` of these very bodies then starts from what this made: the events,
+        the triggers interested in each (used only if no automation is loaded or forgotten
+        meanwhile) and the JSON of those that have some. Nothing reads the state, so it is
+        the same as decoding them later, a few milliseconds earlier (their `received`)."""
         ahead = self._ahead = self._decode(bodies)
+        ahead.index_version = self.index.version
         for _, event in ahead.decoded:
-            if self.index.candidates(event.event):
+            ahead.lookups[event.id] = lookup = self._look_up(event)
+            if lookup[1]:
                 event.json_bytes  # noqa: B018 (made now, cached on the event)
+
+    def _look_up(self, event: ReceivedEvent) -> Lookup:
+        candidates: list[EventTrigger] = self.index.candidates(event.event)
+        return candidates, self.index.interested(event, candidates) if candidates else candidates
 
     def _while_evaluating(self) -> None:
         try:
@@ -511,6 +526,7 @@ class Engine:
         ahead, self._ahead = self._ahead, None
         batch = ahead if ahead is not None and ahead.made_from(bodies) else self._decode(bodies)
         results, decoded = batch.results, batch.decoded
+        self._lookups, self._lookups_version = batch.lookups, batch.index_version
         now, now_us = self._now_us()
         seen, waited = await self.state.intake_check(
             [e.id_text for _, e in decoded], now_us, micros(SEEN_HORIZON)
@@ -536,6 +552,7 @@ class Engine:
         try:
             parked = await self.reactive_evaluation([e for _, e in fresh], leaders=leaders)
         finally:
+            self._lookups = {}
             for _, event in fresh:
                 self._spans.pop(event.id, None)
         for position, event in fresh:
@@ -673,8 +690,10 @@ class Engine:
         # scripts run, and what they decided must still be dispatched
         plan: list[tuple[ReceivedEvent, list[tuple[EventTrigger, LoadedAutomation, Key]]]] = []
         for event in events:
-            candidates: list[EventTrigger] = self.index.candidates(event.event)
-            triggers = self.index.interested(event, candidates) if candidates else candidates
+            lookup = self._lookups.get(event.id)
+            if lookup is None or self._lookups_version != self.index.version:
+                lookup = self._look_up(event)
+            candidates, triggers = lookup
             if len(triggers) < len(candidates):
                 self._trace_not_covered(event, candidates, triggers)
             if not triggers:

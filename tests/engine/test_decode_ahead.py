@@ -112,3 +112,25 @@ async def test_a_failure_while_decoding_ahead_leaves_the_batch_alone(
     assert [r.outcome for r in results] == [Outcome.evaluated] * 6
     assert driver.fired_events() == ["a-3", "a-4", "a-5"]
     assert "decoding the next batch ahead failed" in caplog.text
+
+
+async def test_an_automation_loaded_or_forgotten_after_decoding_ahead_counts(
+    driver: Driver, decodes: list[bytes]
+) -> None:
+    """The interested triggers found ahead are used only while no automation was loaded or
+    forgotten since: evaluation sees the automations loaded when it runs."""
+    await driver.start()
+    engine = driver.h.engine
+    first = batch(driver, "a", 0)
+    engine.decode_ahead(first)  # nothing is interested yet
+    await pairs(driver)
+    await engine.handle_batch(first)
+    await driver.h.feed_back()
+    assert driver.fired_events() == ["a-3", "a-4", "a-5"]
+
+    second = batch(driver, "b", 100)
+    engine.decode_ahead(second)  # "pairs" is interested
+    engine.forget(next(iter(engine.automations)))
+    await engine.handle_batch(second)
+    await driver.h.feed_back()
+    assert driver.fired_events() == []
