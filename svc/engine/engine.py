@@ -686,6 +686,7 @@ class Engine:
                 await self.state.call_many(before)
             return
         calls: list[Call] = list(before)
+        evaluations: list[ScriptCall] = []
         # each trigger's automation as loaded now: an admin change may forget it while the
         # scripts run, and what they decided must still be dispatched
         plan: list[tuple[ReceivedEvent, list[tuple[EventTrigger, LoadedAutomation, Key]]]] = []
@@ -701,14 +702,17 @@ class Engine:
             occurred_us = to_micros(event.occurred)
             owned = [(t, self._owners[t.id], t.bucketing_key(event)) for t in triggers]  # type: ignore[index]
             plan.append((event, owned))
-            calls += [
+            evaluations += [
                 self._reactive_call(t, event, bodies[event.id], occurred_us, now_us, key)
                 for t, _, key in owned
             ]
         touched = {loaded.automation.id for _, owned in plan for _, loaded, _ in owned}
         if touched:
             # before the scripts: an automation with state is always in the active set
-            calls.insert(len(before), self.state.touch(touched))
+            calls.append(self.state.touch(touched))
+        # one reactive-n call for them all on a single Redis, else one reactive-7 call each
+        together = self.state.together(evaluations)
+        calls += together
         calls.append(self.state.finish([e.id_text for e in events], now_us))
         if self.meanwhile is None or depth:
             answers = await self.state.call_many(calls)
@@ -720,7 +724,8 @@ class Engine:
                 self._while_evaluating()
             finally:
                 answers = await sending
-        results = iter(answers[len(before) + bool(touched) : -1])
+        evaluated = answers[len(before) + bool(touched) : -1]
+        results = iter(evaluated[0] if len(together) < len(evaluations) else evaluated)
         # what each firing causes is traced under the event that caused it, and the
         # publisher carries that trace context on to the action messages
         firings: list[tuple[trace.Span, LoadedAutomation, EventTrigger, bytes]] = []

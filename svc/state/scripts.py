@@ -71,7 +71,7 @@ class Script:
 class Scripts:
     """All scripts of the state layer, registered once."""
 
-    NAMES = ("reactive-7", "proactive-7", "sweep-7", "composite-3", "park-4", "finish-n",
+    NAMES = ("reactive-7", "reactive-n", "proactive-7", "sweep-7", "composite-3", "park-4", "finish-n",
              "lost-2", "clock-1", "lease_renew-1", "lease_release-1", "dry_copy-14",
              "dry_copy_composite-6", "intake-n", "touch-1",
              "retire-1")
@@ -79,6 +79,7 @@ class Scripts:
     def __init__(self) -> None:
         self.by_name = {name: Script.load(name) for name in self.NAMES}
         self.reactive = self.by_name["reactive-7"]
+        self.reactive_n = self.by_name["reactive-n"]
         self.proactive = self.by_name["proactive-7"]
         self.sweep = self.by_name["sweep-7"]
         self.composite = self.by_name["composite-3"]

@@ -113,6 +113,20 @@ class RedisState:
         second = iter(await self._pipeline([c for c, x in zip(calls, later, strict=True) if x]))
         return [next(second) if x else next(first) for x in later]
 
+    def together(self, calls: Sequence[ScriptCall]) -> list[ScriptCall]:
+        """reactive-7 calls as the fewest calls that do the same, in the same order: one
+        reactive-n call on a single Redis (its answer is the list of theirs), the calls
+        themselves on Redis Cluster, where one call cannot span triggers' hash tags."""
+        if len(calls) < 2 or isinstance(self.client, RedisCluster):
+            return list(calls)
+        return [
+            ScriptCall(
+                self.scripts.reactive_n,
+                [key for c in calls for key in c.keys],
+                [arg for c in calls for arg in c.args],
+            )
+        ]
+
     def send_many(self, calls: Sequence[Call]) -> tuple[asyncio.Future[None], asyncio.Task[list[Any]]]:
         """`call_many` as a task of its own, and a future done once its commands are written
         to Redis, so the caller can work while Redis runs them (await the future, or the

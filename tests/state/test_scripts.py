@@ -130,6 +130,61 @@ async def test_every_stored_bucket_has_its_end_in_the_ends_set(
         assert {k: decode_bucket(v)[1] for k, v in buckets.items()} == ends
 
 
+def reactive_args(
+    event_id: str, occurred: int, *, key: str, threshold: int, now: int = T0
+) -> list[Any]:
+    flags = REACTIVE_WITHIN + "01"
+    return [
+        event_id, event_json(event_id, occurred), occurred, now, key, flags, threshold,
+        60 * S, LOOKBACK, SEED, HORIZON,
+    ]
+
+
+async def trigger_state(client: redis.asyncio.Redis, keys: TriggerKeys) -> dict[str, Any]:
+    return {
+        "buckets": await client.hgetall(keys.buckets),
+        "ends": await client.zrange(keys.ends, 0, -1, withscores=True),
+        "seen": await client.zrange(keys.seen, 0, -1, withscores=True),
+        "outbox": await client.hgetall(keys.outbox),
+    }
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 1), st.integers(0, 2), st.integers(0, 200), st.integers(1, 3)),
+        min_size=1,
+        max_size=30,
+    )
+)
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+async def test_reactive_n_answers_and_stores_what_reactive_7_calls_in_order_would(
+    state: RedisState, redis_client: redis.asyncio.Redis, pairs: list[tuple[int, int, int, int]]
+) -> None:
+    """reactive-n runs its pairs as that many reactive-7 calls in the same order would: the
+    same answers (firing ids included) and the same state, for pairs of two triggers that
+    share bucketing keys, events counted, fired, rolled over and repeated (duplicates)."""
+    one_by_one = [state.keys.trigger(uuid4(), "gen") for _ in range(2)]
+    together = [state.keys.trigger(uuid4(), "gen") for _ in range(2)]
+    calls = [
+        (trigger, reactive_args(f"e{n % 7}", T0 + second * S, key=f'["k{key}"]', threshold=t))
+        for n, (trigger, key, second, t) in enumerate(pairs)
+    ]
+    expected = [
+        await state.call(state.scripts.reactive, one_by_one[trigger].as_list(), args)
+        for trigger, args in calls
+    ]
+    singles = [ScriptCall(state.scripts.reactive, together[t].as_list(), a) for t, a in calls]
+    (call,) = state.together(singles) if len(singles) > 1 else [
+        ScriptCall(state.scripts.reactive_n, singles[0].keys, singles[0].args)
+    ]
+    assert call.script is state.scripts.reactive_n
+    assert await state.call(call.script, call.keys, call.args) == expected
+    for single, batch in zip(one_by_one, together, strict=True):
+        assert await trigger_state(redis_client, single) == await trigger_state(
+            redis_client, batch
+        )
+
+
 async def test_reactive_ensures_a_backdated_first_window_and_increments_it(
     state: RedisState, tkeys: TriggerKeys, redis_client: redis.asyncio.Redis
 ) -> None:

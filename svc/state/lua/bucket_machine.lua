@@ -1,6 +1,7 @@
 --[[
-  Shared helpers (included by reactive-7.lua, proactive-7.lua and sweep-7.lua): the bucket
-  state machine of SEMANTICS section 6 over one trigger's keys.
+  Shared helpers (included by reactive_event.lua, so by reactive-7.lua and reactive-n.lua,
+  and by proactive-7.lua and sweep-7.lua): the bucket state machine of SEMANTICS section 6
+  over one trigger's keys.
 
   A trigger's context table `T` holds its keys and parameters:
     T.buckets   hash: bucketing key (JSON) -> encoded bucket
