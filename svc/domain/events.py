@@ -145,8 +145,21 @@ class ReceivedEvent(BaseModel):
     def json_bytes(self) -> bytes:
         """`to_json` serialized, made once: it goes into the scripts of every trigger
         interested in the event and into a parked follower's record. (Like `id_text`, a
-        `model_copy` that changes a field would keep the old bytes: make a new event.)"""
-        return orjson.dumps(self.to_json())
+        `model_copy` that changes a field would keep the old bytes: make a new event.)
+        The same bytes as `orjson.dumps(self.to_json())`, made faster: orjson writes UUIDs
+        and the UTC datetimes of an event as to_json does (property-tested)."""
+        return orjson.dumps(
+            {
+                "occurred": self.occurred,
+                "event": self.event,
+                "resource": self.resource,
+                "related": self.related,
+                "payload": self.payload,
+                "id": self.id,
+                "follows": self.follows,
+                "received": self.received,
+            }
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The event in Prefect's JSON shape (ISO datetimes, UUIDs as strings)."""

@@ -425,6 +425,8 @@ def test_event_json_round_trip(doc: dict[str, Any]) -> None:
     again = decode_event(orjson.dumps(event.to_json()), received=NOW - timedelta(days=1))
     assert again == event
     assert again.to_json() == event.to_json()
+    # the JSON the engine sends its scripts is exactly to_json's
+    assert event.json_bytes == orjson.dumps(event.to_json())
 
 
 garbage_events = st.fixed_dictionaries(
@@ -550,6 +552,7 @@ def test_decode_event_agrees_with_full_validation(doc: dict[str, Any]) -> None:
     event = decode_event(body, received=NOW)
     assert event == expected
     assert event.to_json() == expected.to_json()
+    assert event.json_bytes == expected.json_bytes == orjson.dumps(expected.to_json())
     assert event.occurred.tzinfo is UTC and event.received.tzinfo is UTC  # type: ignore[union-attr]
 
 
