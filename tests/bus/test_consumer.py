@@ -315,107 +315,99 @@ async def test_consecutive_failures_back_off_exponentially_up_to_the_cap(
     assert (consumer.errors, consumer.processed) == (4, 1)
 
 
-def taking_ahead(
-    settings: Settings,
-    handled: list[list[int]],
-    prepared: list[list[int]],
-    hold: asyncio.Event | None = None,
-) -> EventConsumer:
-    """A consumer whose handler, like the service's engine while Redis evaluates a batch,
-    asks for the next batch to be taken ahead, once the source holds one (then, with
-    `hold`, the first batch waits for it to be set); the batches it is given to prepare and
-    to handle are recorded as stream sequences."""
-    consumer: EventConsumer
-    taken_while: list[int] = []  # for each batch prepared: how many were handled then
+class TakingAhead:
+    """A consumer (fetch batch 2) whose handler, like the service's engine while Redis
+    evaluates a batch, asks for the next batch to be taken ahead once the source holds one
+    (then, with `hold`, the first batch waits for it to be set). Records the batches
+    prepared and handled, as stream sequences, and how many were handled when each batch
+    was prepared."""
 
-    def next_batch_held() -> bool:
-        source = consumer._source
+    def __init__(self, js: JetStreamContext, settings: Settings, hold: asyncio.Event | None):
+        self.settings = dataclasses.replace(settings, fetch_batch=2)
+        self.hold = hold
+        self.handled: list[list[int]] = []
+        self.prepared: list[list[int]] = []
+        self.taken_while: list[int] = []
+        self.consumer = EventConsumer(js, self.settings, self.handle, prepare=self.prepare)
+
+    def next_batch_held(self) -> bool:
+        source = self.consumer._source
         assert source is not None
         buffered = len(source._buffer)
         # a whole batch, what is left once the request ended, or nothing more to come
-        return buffered >= 2 or (buffered > 0 and not source._owed) or consumer.num_pending == 0
+        return (
+            buffered >= 2 or (buffered > 0 and not source._owed) or self.consumer.num_pending == 0
+        )
 
-    async def handle(messages: Sequence[EventMessage]) -> list[None]:
-        handled.append([m.stream_sequence for m in messages])
+    async def handle(self, messages: Sequence[EventMessage]) -> list[str | None]:
+        self.handled.append([m.stream_sequence for m in messages])
         # the next batch arrives while this one is handled (the source asked for it)
-        await eventually(next_batch_held, "the next batch, or the end of the stream")
-        consumer.take_ahead()
-        if hold is not None and len(handled) == 1:
-            await hold.wait()
+        await eventually(self.next_batch_held, "the next batch, or the end of the stream")
+        self.consumer.take_ahead()
+        if self.hold is not None and len(self.handled) == 1:
+            await self.hold.wait()
         return [None] * len(messages)
 
-    def prepare(messages: Sequence[EventMessage]) -> None:
-        prepared.append([m.stream_sequence for m in messages])
-        taken_while.append(len(handled))
+    def prepare(self, messages: Sequence[EventMessage]) -> None:
+        self.prepared.append([m.stream_sequence for m in messages])
+        self.taken_while.append(len(self.handled))
 
-    consumer = EventConsumer(js=None, settings=settings, handler=handle, prepare=prepare)  # type: ignore[arg-type]
-    consumer.taken_while = taken_while  # type: ignore[attr-defined]
-    return consumer
+
+async def taking_ahead(
+    js: JetStreamContext, settings: Settings, count: int, hold: asyncio.Event | None = None
+) -> TakingAhead:
+    """`count` events published, and a TakingAhead consumer for them (not running)."""
+    await publish_events(js, settings, count)
+    return TakingAhead(js, settings, hold)
 
 
 async def test_a_batch_taken_ahead_is_prepared_then_handled_next_in_order(
     js: JetStreamContext, bus_settings: Settings, streams: None
 ) -> None:
-    settings = dataclasses.replace(bus_settings, fetch_batch=2)
-    await publish_events(js, settings, 7)
-    handled: list[list[int]] = []
-    prepared: list[list[int]] = []
-    consumer = taking_ahead(settings, handled, prepared)
-    consumer.js = js
-    async with running(consumer):
-        await eventually(lambda: all_acked(js, settings, 7), "the ack floor to reach 7")
+    t = await taking_ahead(js, bus_settings, 7)
+    async with running(t.consumer):
+        await eventually(lambda: all_acked(js, t.settings, 7), "the ack floor to reach 7")
 
-    assert [n for batch in handled for n in batch] == list(range(1, 8))
-    assert max(len(batch) for batch in handled) <= 2
+    assert [n for batch in t.handled for n in batch] == list(range(1, 8))
+    assert max(len(batch) for batch in t.handled) <= 2
     # each batch prepared ahead, while the one before was handled, is the next one handled
-    assert prepared
-    for batch, handling in zip(prepared, consumer.taken_while, strict=True):  # type: ignore[attr-defined]
-        assert handled[handling] == batch
-    assert (consumer.processed, consumer.errors) == (7, 0)
+    assert t.prepared
+    for batch, handling in zip(t.prepared, t.taken_while, strict=True):
+        assert t.handled[handling] == batch
+    assert (t.consumer.processed, t.consumer.errors) == (7, 0)
 
 
 async def test_a_batch_taken_ahead_is_handled_and_acked_on_stop(
     js: JetStreamContext, bus_settings: Settings, streams: None
 ) -> None:
-    settings = dataclasses.replace(bus_settings, fetch_batch=2)
-    await publish_events(js, settings, 4)
-    handled: list[list[int]] = []
-    prepared: list[list[int]] = []
-    consumer = taking_ahead(settings, handled, prepared)
-    consumer.js = js
-    handle = consumer.handler
+    t = await taking_ahead(js, bus_settings, 4)
 
     async def handle_then_stop(messages: Sequence[EventMessage]) -> Sequence[str | None]:
-        results = await handle(messages)
-        if len(handled) == 1:
-            asyncio.get_running_loop().call_soon(consumer._stopping.set)
+        results = await t.handle(messages)
+        if len(t.handled) == 1:
+            asyncio.get_running_loop().call_soon(t.consumer._stopping.set)
         return results
 
-    consumer.handler = handle_then_stop
-    async with running(consumer):
-        await eventually(lambda: all_acked(js, settings, 4), "the ack floor to reach 4")
-    assert prepared == [[3, 4]] and handled == [[1, 2], [3, 4]]
+    t.consumer.handler = handle_then_stop
+    async with running(t.consumer):
+        await eventually(lambda: all_acked(js, t.settings, 4), "the ack floor to reach 4")
+    assert t.prepared == [[3, 4]] and t.handled == [[1, 2], [3, 4]]
 
 
 async def test_a_batch_taken_ahead_is_given_back_when_cancelled(
     js: JetStreamContext, bus_settings: Settings, streams: None
 ) -> None:
-    settings = dataclasses.replace(bus_settings, fetch_batch=2)
-    await publish_events(js, settings, 4)
-    handled: list[list[int]] = []
-    prepared: list[list[int]] = []
     hold = asyncio.Event()
-    consumer = taking_ahead(settings, handled, prepared, hold)
-    consumer.js = js
-    run = asyncio.create_task(consumer.run())
-    await eventually(lambda: prepared == [[3, 4]], "the second batch to be taken ahead")
+    t = await taking_ahead(js, bus_settings, 4, hold)
+    run = asyncio.create_task(t.consumer.run())
+    await eventually(lambda: t.prepared == [[3, 4]], "the second batch to be taken ahead")
     run.cancel()
     hold.set()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(run, timeout=10)
-    assert handled == [[1, 2]]
+    assert t.handled == [[1, 2]]
     # nak'd, not left to the ack wait: another consumer gets them at once
     again: list[EventMessage] = []
-    async with running(EventConsumer(js, settings, recording_handler(again))):
-        await eventually(lambda: all_acked(js, settings, 4), "the ack floor to reach 4")
+    async with running(EventConsumer(js, t.settings, recording_handler(again))):
+        await eventually(lambda: all_acked(js, t.settings, 4), "the ack floor to reach 4")
     assert [m.stream_sequence for m in again] == [3, 4]
