@@ -25,7 +25,7 @@ from svc.admin.backend import BucketView
 from svc.admin.security import AdminSecurity
 from svc.admin.server import set_serving, start_admin_server
 from svc.bus.automations import AutomationChange, AutomationStore
-from svc.bus.consumer import EventConsumer, EventMessage
+from svc.bus.consumer import EventConsumer, EventMessage, Handled
 from svc.bus.decisions import DecisionRecorder
 from svc.bus.publisher import JetStreamPublisher
 from svc.bus.streams import ensure_streams
@@ -204,8 +204,10 @@ class Service:
             ready=self.dependencies.available,
             prepare=self._prepare,
         )
-        # while Redis evaluates a batch, the next one is taken and decoded (docs/performance.md)
+        # while Redis evaluates a batch, the next one is taken and decoded, and the next batch
+        # is evaluated while the firings of the one before are published (docs/performance.md)
         self.engine.meanwhile = self.consumer.take_ahead
+        self.engine.publish_in_background = True
         if self.instruments is not None:
             self.instruments.observe_lag(lambda: self.consumer.num_pending if self.consumer else 0)
         backend = ServiceBackend(store, self.engine, self._lock)
@@ -286,12 +288,21 @@ class Service:
         if self.engine is not None:
             self.engine.decode_ahead([m.body for m in messages])
 
-    async def _handle(self, messages: Sequence[EventMessage]) -> list[str | None]:
+    async def _handle(self, messages: Sequence[EventMessage]) -> list[str | None] | Handled:
         started = time.perf_counter()
         async with self._lock:
-            results = await self.engine.handle_batch(
-                [m.body for m in messages], carriers=[m.headers for m in messages]
-            )
+            try:
+                results = await self.engine.handle_batch(
+                    [m.body for m in messages], carriers=[m.headers for m in messages]
+                )
+            except BaseException:
+                # the batch comes back; what it fired is still published (or stays in the
+                # outbox for the periodic drain)
+                started_firings = self.engine.take_batch_firings()
+                if started_firings is not None:
+                    started_firings.add_done_callback(_log_failure)
+                raise
+            firings = self.engine.take_batch_firings()
         await self._record_decisions()
         if self.instruments is not None:
             self.instruments.evaluation_latency_s.record(time.perf_counter() - started)
@@ -301,7 +312,9 @@ class Service:
                 self.instruments.events.add(count, {"outcome": str(outcome)})
             if outcomes[Outcome.dead_letter]:
                 self.instruments.dead_lettered.add(outcomes[Outcome.dead_letter])
-        return [r.reason if r.outcome == Outcome.dead_letter else None for r in results]
+        reasons = [r.reason if r.outcome == Outcome.dead_letter else None for r in results]
+        # the messages are acked once the firings they caused are published
+        return reasons if firings is None else Handled(reasons, firings)
 
     async def _periodic(self) -> None:
         """Periodic and proactive evaluation on the timer (SEMANTICS 8, 9), on the one
@@ -383,3 +396,9 @@ def settle_heap() -> None:
     by reference counting; only one caught in a reference cycle would stay."""
     gc.collect()
     gc.freeze()
+
+
+def _log_failure(future: asyncio.Future[None]) -> None:
+    """Log how the firings of a failed batch failed to publish (they stay in the outbox)."""
+    if not future.cancelled() and (error := future.exception()) is not None:
+        logger.warning("firings of a failed event batch were not all published: %r", error)

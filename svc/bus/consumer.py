@@ -6,9 +6,12 @@ How a batch goes (DESIGN, "Delivery guarantees"):
 1. fetch up to `fetch_batch` messages, waiting at most `fetch_timeout_s` (none is normal);
 2. call the handler once with the whole batch; its return means every effect is durable
    (state in Redis, firings acknowledged by JetStream) and says, per message, None (done) or
-   why the message is bad input (Decision 2);
+   why the message is bad input (Decision 2). It may instead return `Handled`: the reasons,
+   and a future done once the effects still under way are durable (the service's firings
+   being published while the next batch is evaluated);
 3. publish each bad message to the dead-letter subject and await JetStream's acknowledgement;
-4. ack every message of the batch.
+4. ack every message of the batch, at once or, with `Handled`, once its future is done while
+   the loop goes on (nak'd with a delay if it failed; a stop waits for these acks).
 
 With a `prepare` callable, the next batch may be taken while the handler still works on one
 (`take_ahead`, which the service calls while Redis evaluates a batch): it is prepared then
@@ -59,8 +62,20 @@ class EventMessage:
     num_delivered: int = 1  # more than 1: a redelivery
 
 
-# Per message: None (done) or the reason it is dead-lettered. Returning means durable.
-EventHandler = Callable[[Sequence[EventMessage]], Awaitable[Sequence[str | None]]]
+@dataclass(frozen=True)
+class Handled:
+    """A handler's answer for a batch whose last effects are still under way: `reasons` as
+    a plain answer gives them, and `durable`, done once every effect of the batch is durable
+    (failed if one failed). The batch is acked then (nak'd on failure), while the loop goes
+    on with the next batch."""
+
+    reasons: Sequence[str | None]
+    durable: asyncio.Future[None]
+
+
+# Per message: None (done) or the reason it is dead-lettered. Returning means durable, or
+# returning Handled: durable once its `durable` is done.
+EventHandler = Callable[[Sequence[EventMessage]], Awaitable[Sequence[str | None] | Handled]]
 # Given the batch that comes next, while the handler still works on the one before (see
 # EventConsumer.take_ahead): work that does not depend on the batch before, done early.
 EventPreparer = Callable[[Sequence[EventMessage]], None]
@@ -101,6 +116,8 @@ class EventConsumer:
         self._running = False
         self._stopped = asyncio.Event()
         self._source: PullSource | None = None
+        # batches handled whose acks wait for their effects to be durable (Handled)
+        self._acking: set[asyncio.Future[None]] = set()
         # the next batch, taken while the handler worked on the one before and prepared
         self._ahead: tuple[list[Msg], list[EventMessage]] | None = None
 
@@ -145,7 +162,11 @@ class EventConsumer:
                     else:
                         await self._until_ready()
                 await self._handle_fetched_ahead(subscription)
+                await self._settle_acks()
             finally:
+                if self._acking:  # cancelled: the acks under way still end (like a batch)
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.shield(self._settle_acks())
                 self._source = None
                 if self._ahead is not None:  # cancelled: nak'd with the rest of the buffer
                     subscription.give_back(self._ahead[0])
@@ -257,8 +278,13 @@ class EventConsumer:
         if events is None:
             events = [_event_message(m) for m in messages]
         self.num_pending = events[-1].num_pending
+        durable: asyncio.Future[None] | None = None
         try:
-            reasons = list(await self.handler(events))
+            answer = await self.handler(events)
+            if isinstance(answer, Handled):
+                durable = answer.durable
+                answer = answer.reasons
+            reasons = list(answer)
             if len(reasons) != len(events):
                 raise HandlerContractError(
                     f"the event handler returned {len(reasons)} results for a batch of "
@@ -270,7 +296,21 @@ class EventConsumer:
             # the pause the loop is about to take, so redeliveries do not hammer a failing
             # dependency, here or on another replica.
             await self._nak(messages, delay_s=self._backoff_s(self._failures_in_a_row + 1))
+            if durable is not None:  # its outcome is still retrieved, and waited for on stop
+                self._track(asyncio.ensure_future(_outcome_of(durable)))
             raise
+        if durable is None:
+            await self._ack(messages)
+        elif durable.done():
+            await self._ack_once_durable(messages, durable)
+        else:
+            self._track(asyncio.ensure_future(self._ack_once_durable(messages, durable)))
+
+    def _track(self, acking: asyncio.Future[None]) -> None:
+        self._acking.add(acking)
+        acking.add_done_callback(self._acking.discard)
+
+    async def _ack(self, messages: list[Msg]) -> None:
         for message in messages:
             # ack, not ack_sync: the ordering (after the handler) is what the guarantee
             # needs; a lost ack only redelivers, which the engine absorbs, and ack_sync
@@ -279,6 +319,22 @@ class EventConsumer:
             await message.ack()
         self.batches += 1
         self.processed += len(messages)
+
+    async def _ack_once_durable(self, messages: list[Msg], durable: asyncio.Future[None]) -> None:
+        """Ack a handled batch once its effects are durable; nak it if they failed."""
+        try:
+            await durable
+        except Exception:
+            self.errors += 1
+            logger.exception("the effects of an event batch failed; it comes back")
+            await self._nak(messages, delay_s=self._backoff_s(self._failures_in_a_row + 1))
+            return
+        await self._ack(messages)
+
+    async def _settle_acks(self) -> None:
+        """Wait for the batches whose acks wait for their effects."""
+        while self._acking:
+            await asyncio.wait(list(self._acking))
 
     async def _dead_letter(
         self, events: Sequence[EventMessage], reasons: Sequence[str | None]
@@ -336,6 +392,11 @@ class EventConsumer:
         n = self._failures_in_a_row if failures is None else failures
         s = self.settings
         return min(s.consumer_backoff_initial_s * 2 ** max(n - 1, 0), s.consumer_backoff_max_s)
+
+
+async def _outcome_of(future: asyncio.Future[None]) -> None:
+    with contextlib.suppress(Exception):
+        await future
 
 
 def _event_message(message: Msg) -> EventMessage:

@@ -315,6 +315,14 @@ class Engine:
         # the lookups made ahead for the batch in hand, and the index version they hold at
         self._lookups: dict[UUID, Lookup] = {}
         self._lookups_version = -1
+        # With `publish_in_background`, intake does not wait for the firings it decided: they
+        # are published by a task chained after the one of the batch before (so in order),
+        # and `take_batch_firings` gives the caller what the last batch started, to ack its
+        # messages once it is done. Everything else that publishes or changes state a
+        # firing touches waits for the chain first (`settle_firings`).
+        self.publish_in_background = False
+        self._batch_firings: list[asyncio.Future[None]] = []
+        self._firing_chain: asyncio.Future[None] | None = None
 
     def _now_us(self) -> tuple[datetime, int]:
         now = self.clock.now()
@@ -326,6 +334,7 @@ class Engine:
         """Load (or reload) an automation. Disabled ones, or ones with no EventTrigger, are
         forgotten. An unchanged trigger tree keeps its state; a changed one starts fresh and
         the old generation's state is deleted (Decision 6)."""
+        await self.settle_firings()
         generation, record = generation_record(automation)
         previous = await self.state.swap_generation(automation.id, record)
         await self._install(automation, generation, previous)
@@ -333,6 +342,7 @@ class Engine:
     async def load_many(self, automations: Sequence[Automation]) -> None:
         """`load` each automation, in order, with one round trip per LOAD_CHUNK of them for
         their generation records (a replica starting with many automations)."""
+        await self.settle_firings()
         for start in range(0, len(automations), LOAD_CHUNK):
             chunk = automations[start : start + LOAD_CHUNK]
             records = [generation_record(automation) for automation in chunk]
@@ -384,6 +394,7 @@ class Engine:
 
     async def delete(self, automation_id: UUID) -> None:
         """Forget an automation and delete all its state (buckets, child firings, ...)."""
+        await self.settle_firings()
         self.forget(automation_id)
         previous = await self.state.forget_generation(automation_id)
         if previous is not None:
@@ -401,6 +412,7 @@ class Engine:
         """Delete the trigger state (buckets, held events, child firings, outboxes already
         drained) of one loaded automation, or of all of them and the events clock; the
         automations stay loaded and start over."""
+        await self.settle_firings()
         chosen = (
             list(self.automations.values())
             if automation_id is None
@@ -738,8 +750,54 @@ class Engine:
                     brief_bucket(result[1]), brief_bucket(result[2]), key,
                 )
                 firings += [(span, loaded, trigger, record) for record in result[3:]]
-        await self._fire_decided(firings)
+        if self.publish_in_background:
+            self._fire_in_background(firings)
+            if firings:
+                # the publishing starts now, before this task goes on to the next batch
+                await asyncio.sleep(0)
+        else:
+            await self._fire_decided(firings)
         await self._release_followers([b for found in answers[-1] for b in found], depth)
+
+    def _fire_in_background(
+        self, firings: Sequence[tuple[trace.Span, LoadedAutomation, EventTrigger, bytes]]
+    ) -> None:
+        """`_fire_decided` in a task chained after the firings of the batches before (see
+        `publish_in_background`)."""
+        if not firings:
+            return
+        before = self._firing_chain
+
+        async def after_the_ones_before() -> None:
+            if before is not None and not before.done():
+                await asyncio.wait([before])  # its outcome is its own batch's
+            await self._fire_decided(firings)
+
+        self._firing_chain = asyncio.ensure_future(after_the_ones_before())
+        self._batch_firings.append(self._firing_chain)
+
+    async def settle_firings(self) -> None:
+        """Wait until the firings publishing in the background are done (failed or not:
+        a failure is for the batch that decided them)."""
+        chain = self._firing_chain
+        if chain is not None and not chain.done():
+            await asyncio.wait([chain])
+
+    def take_batch_firings(self) -> asyncio.Future[None] | None:
+        """A future done once every firing decided since the last call is published and
+        drained from its outbox (failed with the first error, if one failed); None when
+        there were none."""
+        tasks, self._batch_firings = self._batch_firings, []
+        if not tasks:
+            return None
+
+        async def all_of() -> None:
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+
+        return asyncio.ensure_future(all_of())
 
     async def _fire_decided(
         self, firings: Sequence[tuple[trace.Span, LoadedAutomation, EventTrigger, bytes]]
@@ -1033,6 +1091,7 @@ class Engine:
 
     async def evaluate_proactive_triggers(self) -> None:
         """Evaluate every proactive trigger whose next run is due (one round trip per page)."""
+        await self.settle_firings()
         now_us = to_micros(self.clock.now())
         as_of_us = now_us + await self.state.clock_offset(now_us)
         attributes = {"as_of": from_micros(as_of_us).isoformat()}
@@ -1112,6 +1171,7 @@ class Engine:
         not what is loaded. Each run also looks at one page of all automations, in turn, so
         that state the set missed (left by an older version, or by a Redis Cluster node that
         took the script but not the touch) is found and swept too, within a few runs."""
+        await self.settle_firings()
         now_us = to_micros(self.clock.now())
         as_of_us = now_us + await self.state.clock_offset(now_us)
         scope = await self._periodic_scope()

@@ -22,6 +22,7 @@ from svc.bus.consumer import (
     EventConsumer,
     EventHandler,
     EventMessage,
+    Handled,
 )
 from svc.bus.streams import ensure_streams
 from svc.config import Settings
@@ -411,3 +412,46 @@ async def test_a_batch_taken_ahead_is_given_back_when_cancelled(
     async with running(EventConsumer(js, t.settings, recording_handler(again))):
         await eventually(lambda: all_acked(js, t.settings, 4), "the ack floor to reach 4")
     assert [m.stream_sequence for m in again] == [3, 4]
+
+
+async def test_a_batch_handled_with_effects_under_way_is_acked_once_they_are_durable(
+    js: JetStreamContext, bus_settings: Settings, streams: None
+) -> None:
+    """A handler may answer Handled: the loop goes on, and the batch is acked once its
+    `durable` is done (stop waits for that), or nak'd and handed out again if it failed."""
+    settings = dataclasses.replace(bus_settings, fetch_batch=2)
+    await publish_events(js, settings, 4)
+    loop = asyncio.get_running_loop()
+    durables: list[asyncio.Future[None]] = []
+    handled: list[list[tuple[int, int]]] = []
+
+    async def handle(messages: Sequence[EventMessage]) -> Handled:
+        handled.append([(m.stream_sequence, m.num_delivered) for m in messages])
+        durables.append(loop.create_future())
+        return Handled([None] * len(messages), durables[-1])
+
+    consumer = EventConsumer(js, settings, handle)
+    run = asyncio.create_task(consumer.run())
+    await eventually(lambda: len(handled) >= 2, "two batches handled, their effects under way")
+    assert (await consumer_info(js, settings)).ack_floor.stream_seq == 0
+    durables[0].set_exception(ConnectionError("NATS went away"))
+    durables[1].set_result(None)
+    await eventually(lambda: all_acked_up_to(js, settings, 4), "the second batch acked")
+    # the first comes back (nak'd), and is acked once its effects are durable
+    await eventually(lambda: len(handled) >= 3, "the first batch again")
+    assert handled[2] == [(1, 2), (2, 2)]
+    stop = asyncio.create_task(consumer.stop())
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not stop.done()  # waits for the batch whose effects are under way
+    durables[2].set_result(None)
+    await asyncio.wait_for(stop, timeout=10)
+    await run
+    await eventually(lambda: all_acked(js, settings, 4), "the ack floor to reach 4")
+    assert (consumer.processed, consumer.errors) == (4, 1)
+
+
+async def all_acked_up_to(js: JetStreamContext, settings: Settings, last: int) -> bool:
+    """Messages 3..last acked (the ack floor may stay below while 1 and 2 are pending)."""
+    info = await consumer_info(js, settings)
+    return info.num_ack_pending == 2 and info.delivered.stream_seq == last
