@@ -437,18 +437,22 @@ async def test_a_batch_handled_with_effects_under_way_is_acked_once_they_are_dur
     durables[0].set_exception(ConnectionError("NATS went away"))
     durables[1].set_result(None)
     await eventually(lambda: all_acked_up_to(js, settings, 4), "the second batch acked")
-    # the first comes back (nak'd), and is acked once its effects are durable
-    await eventually(lambda: len(handled) >= 3, "the first batch again")
-    assert handled[2] == [(1, 2), (2, 2)]
+    # the first comes back (nak'd; in one batch or two), and is acked once it is durable
+    await eventually(
+        lambda: sorted(seq for batch in handled[2:] for seq, delivered in batch if delivered == 2)
+        == [1, 2],
+        "the first batch's messages again",
+    )
     stop = asyncio.create_task(consumer.stop())
     for _ in range(10):
         await asyncio.sleep(0)
-    assert not stop.done()  # waits for the batch whose effects are under way
-    durables[2].set_result(None)
+    assert not stop.done()  # waits for the batches whose effects are under way
+    for durable in durables[2:]:
+        durable.set_result(None)
     await asyncio.wait_for(stop, timeout=10)
     await run
     await eventually(lambda: all_acked(js, settings, 4), "the ack floor to reach 4")
-    assert (consumer.processed, consumer.errors) == (4, 1)
+    assert consumer.processed == 4 and consumer.errors >= 1
 
 
 async def all_acked_up_to(js: JetStreamContext, settings: Settings, last: int) -> bool:
