@@ -46,18 +46,27 @@ def bodies(driver: Driver, tag: str, count: int) -> list[bytes]:
     ]
 
 
-async def test_intake_goes_on_while_the_firings_before_are_published_in_order(
-    driver: Driver,
-) -> None:
+async def two_batches(
+    driver: Driver, size: int
+) -> tuple[GatedPublisher, asyncio.Future[None], asyncio.Future[None]]:
+    """Batches "a" and "b" of `size` events each handled, every firing held at the gate:
+    (the gate, the first batch's firings, the second's)."""
     await every_event_fires(driver)
     engine, gated = driver.h.engine, GatedPublisher(driver)
-    await engine.handle_batch(bodies(driver, "a", 2))
+    await engine.handle_batch(bodies(driver, "a", size))
     first = engine.take_batch_firings()
-    await engine.handle_batch(bodies(driver, "b", 2))  # not held up by the first batch's
+    await engine.handle_batch(bodies(driver, "b", size))  # not held up by the first batch's
     second = engine.take_batch_firings()
     assert first is not None and second is not None
     assert not first.done() and not second.done()
-    assert engine.take_batch_firings() is None  # each batch's once
+    return gated, first, second
+
+
+async def test_intake_goes_on_while_the_firings_before_are_published_in_order(
+    driver: Driver,
+) -> None:
+    gated, first, second = await two_batches(driver, 2)
+    assert driver.h.engine.take_batch_firings() is None  # each batch's once
 
     gated.gate.set()
     await asyncio.wait_for(second, timeout=10)
@@ -70,13 +79,7 @@ async def test_intake_goes_on_while_the_firings_before_are_published_in_order(
 async def test_a_batch_whose_firings_failed_is_told_and_they_stay_in_the_outbox(
     driver: Driver,
 ) -> None:
-    await every_event_fires(driver)
-    engine, gated = driver.h.engine, GatedPublisher(driver)
-    await engine.handle_batch(bodies(driver, "a", 1))
-    failing = engine.take_batch_firings()
-    await engine.handle_batch(bodies(driver, "b", 1))
-    later = engine.take_batch_firings()
-    assert failing is not None and later is not None
+    gated, failing, later = await two_batches(driver, 1)
     gated.fail_next = True
     gated.gate.set()
     with pytest.raises(ConnectionError):
@@ -85,7 +88,7 @@ async def test_a_batch_whose_firings_failed_is_told_and_they_stay_in_the_outbox(
     assert driver.fired_events() == ["b-0"]
     assert len(await driver.client.hgetall(driver.keys("each").outbox)) == 1
     # the periodic drain publishes what is left, once
-    await engine.periodic_evaluation()
+    await driver.h.engine.periodic_evaluation()
     assert driver.fired_events() == ["a-0"]
 
 
