@@ -374,7 +374,7 @@ def explanation_message(explanation: Explanation) -> pb.ExplainEventResponse:
         loaded=explanation.loaded,
         triggers=[_trigger_explanation(t) for t in explanation.triggers],
         composites=[_composite_explanation(c) for c in explanation.composites],
-        event_json=orjson.dumps(explanation.event.to_json()).decode(),
+        event_json=explanation.event.json_bytes.decode(),
         text=render(explanation),
     )
 

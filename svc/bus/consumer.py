@@ -301,8 +301,6 @@ class EventConsumer:
             raise
         if durable is None:
             await self._ack(messages)
-        elif durable.done():
-            await self._ack_once_durable(messages, durable)
         else:
             self._track(asyncio.ensure_future(self._ack_once_durable(messages, durable)))
 

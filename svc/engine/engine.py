@@ -212,20 +212,6 @@ Lookup = tuple[list[EventTrigger], list[EventTrigger]]
 Key = tuple[str, ...]
 
 
-class EventBodies(dict[UUID, bytes]):
-    """Each event's JSON in Prefect's shape, made on first use: it goes into the scripts of
-    the triggers interested in the event and into a parked follower's record, and most
-    events have neither."""
-
-    def __init__(self, events: Sequence[ReceivedEvent]):
-        super().__init__()
-        self._events = {e.id: e for e in events}
-
-    def __missing__(self, event_id: UUID) -> bytes:
-        body = self[event_id] = self._events[event_id].json_bytes
-        return body
-
-
 @dataclass
 class DecodedBatch:
     """A fetched batch as intake's first step leaves it: each message decoded (or refused),
@@ -244,6 +230,13 @@ class DecodedBatch:
         return len(bodies) == len(self.bodies) and all(
             a is b for a, b in zip(bodies, self.bodies, strict=True)
         )
+
+
+def _raise_first_failure(outcomes: Sequence[object]) -> None:
+    """Raise the first exception among gathered outcomes (`return_exceptions=True`)."""
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 def brief_bucket(raw: bytes | str | None) -> BucketBrief | None:
@@ -312,9 +305,8 @@ class Engine:
         # batch meanwhile (`decode_ahead`); what it does must not touch the engine's state.
         self.meanwhile: Callable[[], None] | None = None
         self._ahead: DecodedBatch | None = None
-        # the lookups made ahead for the batch in hand, and the index version they hold at
-        self._lookups: dict[UUID, Lookup] = {}
-        self._lookups_version = -1
+        # the batch in hand (its lookups made ahead are used while the index version holds)
+        self._in_hand: DecodedBatch | None = None
         # With `publish_in_background`, intake does not wait for the firings it decided: they
         # are published by a task chained after the one of the batch before (so in order),
         # and `take_batch_firings` gives the caller what the last batch started, to ack its
@@ -538,7 +530,7 @@ class Engine:
         ahead, self._ahead = self._ahead, None
         batch = ahead if ahead is not None and ahead.made_from(bodies) else self._decode(bodies)
         results, decoded = batch.results, batch.decoded
-        self._lookups, self._lookups_version = batch.lookups, batch.index_version
+        self._in_hand = batch
         now, now_us = self._now_us()
         seen, waited = await self.state.intake_check(
             [e.id_text for _, e in decoded], now_us, micros(SEEN_HORIZON)
@@ -564,7 +556,7 @@ class Engine:
         try:
             parked = await self.reactive_evaluation([e for _, e in fresh], leaders=leaders)
         finally:
-            self._lookups = {}
+            self._in_hand = None
             for _, event in fresh:
                 self._spans.pop(event.id, None)
         for position, event in fresh:
@@ -600,25 +592,23 @@ class Engine:
                 "followers of depth %d are too deep; they wait as lost followers", depth
             )
             return set()
-        bodies = EventBodies(events)
         # 2. the causal-ordering gate; `pending` is what it left for the first segment to send
         proceeding, parked, leaders, pending = await self._gate(
-            events, bodies, latest, now, now_us, leaders
+            events, latest, now, now_us, leaders
         )
         # 3-5. evaluate segment by segment, releasing followers after their leader
         segment: list[ReceivedEvent] = []
         for event in proceeding:
             segment.append(event)
             if event.id in leaders:
-                await self._evaluate_segment(segment, bodies, now_us, depth, pending)
+                await self._evaluate_segment(segment, now_us, depth, pending)
                 segment, pending = [], []
-        await self._evaluate_segment(segment, bodies, now_us, depth, pending)
+        await self._evaluate_segment(segment, now_us, depth, pending)
         return parked
 
     async def _gate(
         self,
         events: Sequence[ReceivedEvent],
-        bodies: dict[UUID, bytes],
         latest_us: int,
         now: datetime,
         now_us: int,
@@ -640,7 +630,7 @@ class Engine:
                 after_leader.append(event)
                 continue
             parking.append(event)
-            calls.append(self._park(event, bodies, now_us, horizon))
+            calls.append(self._park(event, now_us, horizon))
         if leaders is not None and not parking:
             # nothing to ask before evaluating: the tick goes with the first segment
             return list(events), set(), leaders, calls
@@ -659,18 +649,16 @@ class Engine:
                 waiting.add(event.id)
         if late:
             answers = await self.state.call_many(
-                [self._park(e, bodies, now_us, horizon) for e in late]
+                [self._park(e, now_us, horizon) for e in late]
             )
             parked |= {e.id for e, r in zip(late, answers, strict=True) if r == b"parked"}
         return [e for e in events if e.id not in parked], parked, leaders, []
 
-    def _park(
-        self, event: ReceivedEvent, bodies: dict[UUID, bytes], now_us: int, horizon: int
-    ) -> ScriptCall:
+    def _park(self, event: ReceivedEvent, now_us: int, horizon: int) -> ScriptCall:
         return self.state.park(
             event.follows,  # type: ignore[arg-type]
             event.id,
-            bodies[event.id],
+            event.json_bytes,
             to_micros(event.received),  # type: ignore[arg-type]
             now_us,
             horizon,
@@ -686,7 +674,6 @@ class Engine:
     async def _evaluate_segment(
         self,
         events: Sequence[ReceivedEvent],
-        bodies: dict[UUID, bytes],
         now_us: int,
         depth: int,
         before: Sequence[Call] = (),
@@ -702,11 +689,10 @@ class Engine:
         # each trigger's automation as loaded now: an admin change may forget it while the
         # scripts run, and what they decided must still be dispatched
         plan: list[tuple[ReceivedEvent, list[tuple[EventTrigger, LoadedAutomation, Key]]]] = []
+        batch = self._in_hand
+        ahead = batch.lookups if batch and batch.index_version == self.index.version else {}
         for event in events:
-            lookup = self._lookups.get(event.id)
-            if lookup is None or self._lookups_version != self.index.version:
-                lookup = self._look_up(event)
-            candidates, triggers = lookup
+            candidates, triggers = ahead.get(event.id) or self._look_up(event)
             if len(triggers) < len(candidates):
                 self._trace_not_covered(event, candidates, triggers)
             if not triggers:
@@ -715,7 +701,7 @@ class Engine:
             owned = [(t, self._owners[t.id], t.bucketing_key(event)) for t in triggers]  # type: ignore[index]
             plan.append((event, owned))
             evaluations += [
-                self._reactive_call(t, event, bodies[event.id], occurred_us, now_us, key)
+                self._reactive_call(t, event, occurred_us, now_us, key)
                 for t, _, key in owned
             ]
         touched = {loaded.automation.id for _, owned in plan for _, loaded, _ in owned}
@@ -792,10 +778,7 @@ class Engine:
             return None
 
         async def all_of() -> None:
-            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome
+            _raise_first_failure(await asyncio.gather(*tasks, return_exceptions=True))
 
         return asyncio.ensure_future(all_of())
 
@@ -851,9 +834,7 @@ class Engine:
                 outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             await self.state.call_many(drained)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        _raise_first_failure(outcomes)
 
     def _trace_not_covered(
         self,
@@ -914,8 +895,8 @@ class Engine:
             )
 
     def _reactive_call(
-        self, trigger: EventTrigger, event: ReceivedEvent, body: bytes, occurred_us: int,
-        now_us: int, key: Key | None = None,
+        self, trigger: EventTrigger, event: ReceivedEvent, occurred_us: int, now_us: int,
+        key: Key | None = None,
     ) -> ScriptCall:
         loaded = self._owners[trigger.id]  # type: ignore[index]
         parts = loaded.reactive_parts.get(trigger.id)  # type: ignore[arg-type]
@@ -929,7 +910,10 @@ class Engine:
         )
         if key is None:
             key = trigger.bucketing_key(event)
-        args = [event.id_text, body, occurred_us, now_us, orjson.dumps(key), flags, *parts.tail]
+        args = [
+            event.id_text, event.json_bytes, occurred_us, now_us, orjson.dumps(key), flags,
+            *parts.tail,
+        ]
         return ScriptCall(self.state.scripts.reactive, parts.keys, args)
 
     @staticmethod
@@ -963,8 +947,7 @@ class Engine:
     def reactive_call(self, trigger: EventTrigger, event: ReceivedEvent, now_us: int) -> ScriptCall:
         """The reactive-7 call that evaluates `event` for a loaded trigger, exactly as intake
         sends it (explain runs the same call on scratch copies of the trigger's keys)."""
-        body = orjson.dumps(event.to_json())
-        return self._reactive_call(trigger, event, body, to_micros(event.occurred), now_us)
+        return self._reactive_call(trigger, event, to_micros(event.occurred), now_us)
 
     async def _release_followers(self, bodies: Sequence[bytes], depth: int) -> None:
         """Evaluate released followers in `occurred` order, one level deeper (10.1 step 6)."""

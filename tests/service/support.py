@@ -218,7 +218,10 @@ async def consumer_settled(js: JetStreamContext, settings: Settings) -> bool:
         info = await js.consumer_info(settings.events_stream, settings.consumer_name)
     except NotFoundError:  # the service creates it as its consumer starts
         return False
-    return info.num_pending == 0 and info.num_ack_pending == 0
+    # the ack floor against the stream's last message, not only the consumer's pending
+    # count, which the server may not have updated yet for a message just published
+    last = (await js.stream_info(settings.events_stream)).state.last_seq
+    return info.ack_floor.stream_seq >= last and info.num_ack_pending == 0
 
 
 async def settle(js: JetStreamContext, settings: Settings) -> None:
