@@ -1057,6 +1057,12 @@ class Engine:
     async def act(self, loaded: LoadedAutomation, firing: Firing) -> None:
         """SEMANTICS 7.3: publish the state-change event, then one triggered action each."""
         out = act(loaded.automation, firing, received=self.clock.now())
+        current = trace.get_current_span()
+        if current.get_span_context().is_valid and not current.is_recording():
+            # under a sampled-out span its children are sampled out too (every sampler
+            # decides a trace alike): skip making them, the messages carry its context on
+            await self.publisher.publish(loaded.automation, out)
+            return
         attributes = {
             "automation.id": str(loaded.automation.id),
             "firing.id": str(firing.id),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -136,6 +137,57 @@ async def test_a_message_that_is_not_acknowledged_raises(
     )
     automation = make_automation()
     with pytest.raises(PublishError, match=f"2 of 3 messages for automation {automation.id}"):
+        await JetStreamPublisher(js, settings).publish(automation, act_for(automation))
+
+
+async def test_a_message_nothing_acknowledges_in_time_raises(
+    js: JetStreamContext,
+    bus_settings: Settings,
+    streams: None,
+    make_automation: Callable[..., Automation],
+) -> None:
+    # A plain subscriber takes the triggered actions' subject and never answers.
+    settings = dataclasses.replace(
+        bus_settings, actions_subject_prefix=f"silent-{bus_settings.actions_subject_prefix}"
+    )
+    silent = await js._nc.subscribe(f"{settings.actions_subject_prefix}.>")
+    automation = make_automation()
+    publisher = JetStreamPublisher(js, settings, ack_timeout_s=0.2)
+    try:
+        with pytest.raises(PublishError, match="2 of 3 messages.*no acknowledgement within 0.2 s"):
+            await publisher.publish(automation, act_for(automation))
+    finally:
+        await silent.unsubscribe()
+    assert publisher._acks is not None and not publisher._acks._waiting
+
+
+async def test_concurrent_publishes_each_get_their_own_acknowledgements(
+    js: JetStreamContext,
+    bus_settings: Settings,
+    streams: None,
+    make_automation: Callable[..., Automation],
+) -> None:
+    publisher = JetStreamPublisher(js, bus_settings)
+    automations = [make_automation() for _ in range(20)]
+    outs = [act_for(a) for a in automations]
+    await asyncio.gather(*(publisher.publish(a, o) for a, o in zip(automations, outs, strict=True)))
+    stored_actions = await stored(js, bus_settings.actions_stream)
+    assert sorted(b["id"] for _, b, _ in stored_actions) == sorted(
+        a["id"] for o in outs for a in o.actions
+    )
+    assert publisher._acks is not None and not publisher._acks._waiting
+
+
+async def test_a_refused_message_raises_with_jetstreams_reason(
+    js: JetStreamContext,
+    bus_settings: Settings,
+    streams: None,
+    make_automation: Callable[..., Automation],
+) -> None:
+    # The actions' subjects belong to the actions stream, not to the one named here.
+    settings = dataclasses.replace(bus_settings, actions_stream="NOT-THE-ACTIONS-STREAM")
+    automation = make_automation()
+    with pytest.raises(PublishError, match="2 of 3 messages.*expected stream does not match"):
         await JetStreamPublisher(js, settings).publish(automation, act_for(automation))
 
 

@@ -138,6 +138,30 @@ async def test_trace_context_travels_from_the_event_to_the_triggered_action(
     assert parent_span == format_span_id(published.context.span_id)
 
 
+async def test_with_traces_not_exported_the_action_still_carries_the_events_trace(
+    start_service, admin_of, js, settings
+) -> None:
+    """Nothing exports spans, so they are sampled out (and "act" and "publish" are not even
+    made): the triggered action still continues the producer's trace."""
+    telemetry = configure_telemetry(set_global=False)
+    try:
+        service = await start_service(tracer_provider=telemetry.tracer_provider)
+        await admin_of(service).load(reactive_automation(EVENT))
+        producer = TracerProvider().get_tracer("test producer")
+        headers: dict[str, str] = {}
+        with producer.start_as_current_span("produce event") as produced:
+            propagate.inject(headers)
+            await publish(js, settings, event_document(EVENT), headers=headers)
+        await settle(js, settings)
+        (action,) = await stream_messages(js, settings.actions_stream)
+    finally:
+        telemetry.shutdown()
+    _, action_trace, parent_span, flags = action.headers["traceparent"].split("-")
+    assert action_trace == format_trace_id(produced.get_span_context().trace_id)
+    assert parent_span != format_span_id(produced.get_span_context().span_id)
+    assert int(flags, 16) & 1 == 0  # sampled out here
+
+
 def points(data: MetricsData, name: str) -> list[Any]:
     return [
         point
