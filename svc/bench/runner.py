@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import math
 import os
 import platform
@@ -80,6 +81,21 @@ DECISIONS_DEFAULT: bool = next(
 )
 DECISIONS_PAIR = "one-match-no-decisions" if DECISIONS_DEFAULT else "one-match-decisions"
 
+
+
+@contextlib.contextmanager
+def _no_collections() -> Iterator[None]:
+    """No cyclic garbage collection in this process meanwhile. The load generator's heap
+    holds what earlier phases built: a full collection took ~60 ms every ~4 s, and the
+    events it held back meanwhile then reached the service in a burst, which measured the
+    generator's pauses, not the service (docs/performance.md, "Latency")."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 @dataclass
 class Figures:
@@ -509,6 +525,23 @@ class Bench:
         subscription = await self.nc.subscribe(
             f"{settings.actions_subject_prefix}.>", cb=on_action
         )
+        with _no_collections():
+            try:
+                achieved = await self._send_for_latency(settings, make_event, rate, name)
+            finally:
+                await subscription.unsubscribe()
+        return latencies, achieved
+
+    async def _send_for_latency(
+        self,
+        settings: Settings,
+        make_event: Callable[[int, int], dict[str, Any]],
+        rate: float,
+        name: str,
+    ) -> float:
+        """Send the latency events; return once the service acked them all and the actions
+        had time to arrive; the rate achieved."""
+        assert self.js is not None
         duration_s = self.sizes.latency_s
         pending: list[asyncio.Future[Any]] = []
         sent = 0
@@ -536,8 +569,7 @@ class Bench:
                 raise WorkerError(f"{name}: latency events were not acked in time")
             await asyncio.sleep(POLL_INTERVAL_S)
         await asyncio.sleep(LATENCY_SETTLE_S)
-        await subscription.unsubscribe()
-        return latencies, achieved
+        return achieved
 
     def _service_figures(self, figures: Figures, drain: Drain, ceiling: Drain | None) -> None:
         figures.events = drain.events
