@@ -161,8 +161,8 @@ def configure_telemetry(
             raise TelemetryError(f"unknown exporter {choice!r}; use one of {', '.join(EXPORTERS)}")
     resource = Resource.create({"service.name": service_name})
     exporter = _span_exporter(traces_exporter)
-    # Spans nothing exports are sampled out: such a span costs a fraction of a recorded one
-    # (docs/performance.md) and still carries the trace context on, with its trace id.
+    # Spans nothing exports are sampled out, and the engine, seeing ALWAYS_OFF, makes none:
+    # an event's own trace context carries on to its actions (docs/performance.md).
     exported = exporter is not None or bool(span_exporters)
     tracer_provider = TracerProvider(resource=resource, sampler=None if exported else ALWAYS_OFF)
     if exporter is not None:

@@ -78,21 +78,22 @@ def encode_record(decision: Decision) -> dict[str, Any]:
 
 def encode_messages(
     decisions: Sequence[Decision], wall_us: int
-) -> list[tuple[UUID, bytes]]:
+) -> list[tuple[str, bytes]]:
     """(automation id, message body) for a batch of decisions, grouped by automation."""
     by_automation: dict[UUID, list[dict[str, Any]]] = {}
     for decision in decisions:
         by_automation.setdefault(decision.automation_id, []).append(encode_record(decision))
     messages = []
     for automation_id, records in by_automation.items():
+        text = str(automation_id)
         for start in range(0, len(records), RECORDS_PER_MESSAGE):
             body = {
                 "v": FORMAT_VERSION,
-                "a": str(automation_id),
+                "a": text,
                 "w": wall_us,
                 "r": records[start : start + RECORDS_PER_MESSAGE],
             }
-            messages.append((automation_id, orjson.dumps(body)))
+            messages.append((text, orjson.dumps(body)))
     return messages
 
 

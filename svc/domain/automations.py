@@ -385,6 +385,11 @@ class Automation(BaseModel):
     _parents: dict[UUID, UUID] | None = PrivateAttr()
     _by_id: dict[UUID, Trigger] | None = PrivateAttr()
 
+    @functools.cached_property
+    def id_text(self) -> str:
+        """The id as text, made once: intake writes it for every event that matches."""
+        return str(self.id)
+
     @model_validator(mode="before")
     @classmethod
     def _assign_trigger_ids(cls, data: Any) -> Any:

@@ -260,8 +260,9 @@ class RedisState:
 
     # -- the active set: automations whose state the periodic evaluation visits --
 
-    def touch(self, automation_ids: Iterable[UUID]) -> ScriptCall:
-        """Mark automations active; goes first in the pipeline of their triggers' scripts."""
+    def touch(self, automation_ids: Iterable[UUID | str]) -> ScriptCall:
+        """Mark automations active (ids, or ids as text); goes first in the pipeline of their
+        triggers' scripts."""
         return ScriptCall(self.scripts.touch, [self.keys.active], [str(i) for i in automation_ids])
 
     async def active(self) -> tuple[int, list[UUID]]:

@@ -134,3 +134,75 @@ async def test_an_automation_loaded_or_forgotten_after_decoding_ahead_counts(
     await engine.handle_batch(second)
     await driver.h.feed_back()
     assert driver.fired_events() == []
+
+
+# -- the intake check of the batch decoded ahead (Engine._check_ahead) --
+
+
+async def test_the_next_batch_is_checked_once_this_one_is_done_and_sees_its_marks(
+    driver: Driver,
+) -> None:
+    """The check goes out at the end of the batch before, after its seen marks: a copy of
+    one of its events in the batch decoded ahead is still a duplicate, and the batch's own
+    turn asks nothing more of Redis before evaluating."""
+    await pairs(driver)
+    engine = driver.h.engine
+    first = batch(driver, "a", 0)
+    second = [first[5], *batch(driver, "b", 100)]
+    engine.meanwhile = lambda: engine.decode_ahead(second)
+    await engine.handle_batch(first)
+    engine.meanwhile = None
+    assert engine._ahead_check is not None
+    await engine._ahead_check[1]  # answered before the batch's turn
+
+    trips = engine.state.round_trips
+    results = await engine.handle_batch(second)
+    # the evaluation pipeline and the outboxes' drain: no intake check of its own
+    assert engine.state.round_trips - trips == 2
+    await driver.h.feed_back()
+    assert [r.outcome for r in results] == [Outcome.duplicate] + [Outcome.evaluated] * 6
+    assert driver.fired_events() == ["a-3", "a-4", "a-5", "b-3", "b-4", "b-5"]
+
+
+async def test_a_leader_decoded_ahead_still_releases_followers_parked_by_the_batch_before(
+    driver: Driver,
+) -> None:
+    """A follower parked by this batch makes its leader, in the batch decoded ahead, end a
+    segment: the follower is evaluated right after the leader, before what comes next."""
+    await driver.start(automation("every", reactive(expect=("x.*",))))
+    engine = driver.h.engine
+    first = [
+        driver.body(driver.step("before", 0, "x.d")),
+        driver.body(driver.step("follower", 1, "x.b", follows="leader")),
+    ]
+    second = [
+        driver.body(driver.step("leader", 0, "x.a")),
+        driver.body(driver.step("after", 2, "x.c")),
+    ]
+    engine.meanwhile = lambda: engine.decode_ahead(second)
+    _, parked = await engine.handle_batch(first)
+    engine.meanwhile = None
+    assert parked.outcome == Outcome.parked
+    assert engine._ahead_check is not None
+
+    await engine.handle_batch(second)
+    await driver.h.feed_back()
+    assert driver.fired_events() == ["before", "leader", "follower", "after"]
+
+
+async def test_a_check_made_ahead_for_other_messages_is_dropped(driver: Driver) -> None:
+    await pairs(driver)
+    engine = driver.h.engine
+    first = batch(driver, "a", 0)
+    ahead = batch(driver, "b", 100)
+    engine.meanwhile = lambda: engine.decode_ahead(ahead)
+    await engine.handle_batch(first)
+    engine.meanwhile = None
+    assert engine._ahead_check is not None
+
+    other = [first[0], *batch(driver, "c", 200)]  # not the batch decoded ahead
+    results = await engine.handle_batch(other)
+    await driver.h.feed_back()
+    assert engine._ahead_check is None
+    assert [r.outcome for r in results] == [Outcome.duplicate] + [Outcome.evaluated] * 6
+    assert driver.fired_events() == ["a-3", "a-4", "a-5", "c-3", "c-4", "c-5"]

@@ -194,7 +194,7 @@ def test_records_are_compact_and_round_trip() -> None:
         Decision(b, t, "stored", path="composite", child_trigger_id=uuid4()),
     ]
     messages = encode_messages(decisions, wall_us=7)
-    assert [m[0] for m in messages] == [a, b]
+    assert [m[0] for m in messages] == [str(a), str(b)]
     body = json.loads(messages[0][1])
     assert set(body) == {"v", "a", "w", "r"}
     assert set(body["r"][0]) == {"t", "d", "e", "n", "o", "k", "b", "x"}
