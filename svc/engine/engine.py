@@ -251,8 +251,7 @@ def brief_bucket(raw: bytes | str | None) -> BucketBrief | None:
     """A bucket as the scripts report it, `start|end|count` (us, us, events); None for ''."""
     if not raw:
         return None
-    text = raw.decode() if isinstance(raw, bytes) else raw
-    start, end, count = text.split("|")
+    start, end, count = raw.split(b"|" if isinstance(raw, bytes) else "|")  # int() takes bytes
     return int(start), int(end), int(count)
 
 
@@ -638,7 +637,7 @@ class Engine:
             return set()
         now, now_us = self._now_us()
         # 1. the events clock ticks first, so early and uninteresting events tick it too
-        latest = max(min(to_micros(e.occurred), now_us) for e in events)
+        latest = max(min(e.occurred_us, now_us) for e in events)
         if depth > MAX_DEPTH_OF_PRECEDING_EVENT:
             await self.state.call_many([self.state.tick(latest, now_us)])
             logger.warning(
@@ -750,7 +749,7 @@ class Engine:
                 self._trace_not_covered(event, candidates, triggers)
             if not triggers:
                 continue
-            occurred_us = to_micros(event.occurred)
+            occurred_us = event.occurred_us
             owned = [(t, self._owners[t.id], t.bucketing_key(event)) for t in triggers]  # type: ignore[index]
             plan.append((event, owned))
             evaluations += [
@@ -782,13 +781,16 @@ class Engine:
         firings: list[tuple[trace.Span, LoadedAutomation, EventTrigger, bytes]] = []
         for event, owned in plan:
             span = self._spans.get(event.id) or trace.INVALID_SPAN
+            decided = self.record_decisions or span.is_recording()
             for trigger, loaded, key in owned:
                 result = next(results)
-                self._decided(
-                    span, loaded, trigger, result[0].decode(), event,
-                    brief_bucket(result[1]), brief_bucket(result[2]), key,
-                )
-                firings += [(span, loaded, trigger, record) for record in result[3:]]
+                if decided:
+                    self._decided(
+                        span, loaded, trigger, result[0].decode(), event,
+                        brief_bucket(result[1]), brief_bucket(result[2]), key,
+                    )
+                if len(result) > 3:
+                    firings += [(span, loaded, trigger, record) for record in result[3:]]
         if self.publish_in_background:
             self._fire_in_background(firings)
             if firings:
@@ -940,7 +942,7 @@ class Engine:
                     steps,
                     event_id=event.id,
                     event_name=event.event,
-                    occurred_us=to_micros(event.occurred),
+                    occurred_us=event.occurred_us,
                     key=key,
                     before=before,
                     after=after,
@@ -1000,7 +1002,7 @@ class Engine:
     def reactive_call(self, trigger: EventTrigger, event: ReceivedEvent, now_us: int) -> ScriptCall:
         """The reactive-7 call that evaluates `event` for a loaded trigger, exactly as intake
         sends it (explain runs the same call on scratch copies of the trigger's keys)."""
-        return self._reactive_call(trigger, event, to_micros(event.occurred), now_us)
+        return self._reactive_call(trigger, event, event.occurred_us, now_us)
 
     async def _release_followers(self, bodies: Sequence[bytes], depth: int) -> None:
         """Evaluate released followers in `occurred` order, one level deeper (10.1 step 6)."""
