@@ -50,16 +50,37 @@ MSG_ID = "Nats-Msg-Id"
 MAX_REASON_CHARS = 1000
 
 
-@dataclass(frozen=True)
 class EventMessage:
-    """One fetched event message, as the handler sees it (headers carry trace context)."""
+    """One fetched event message, as the handler sees it (headers carry trace context).
 
-    body: bytes
-    headers: dict[str, str]
-    subject: str
-    stream_sequence: int
-    num_pending: int  # messages left in the stream for the consumer after this one
-    num_delivered: int = 1  # more than 1: a redelivery
+    Its JetStream metadata (sequence, pending, deliveries) is read from the message's reply
+    subject when first asked for: intake asks only of a batch's last message and of those
+    it dead-letters, and reading it for every message was ~1.5 % of the service's time."""
+
+    __slots__ = ("body", "headers", "subject", "_message")
+
+    def __init__(self, message: Msg):
+        self.body: bytes = message.data
+        self.headers: dict[str, str] = message.headers or {}
+        self.subject: str = message.subject
+        self._message = message
+
+    @property
+    def stream_sequence(self) -> int:
+        return self._message.metadata.sequence.stream  # parsed once, kept by the message
+
+    @property
+    def num_pending(self) -> int:
+        """Messages left in the stream for the consumer after this one."""
+        return self._message.metadata.num_pending
+
+    @property
+    def num_delivered(self) -> int:
+        """More than 1: a redelivery."""
+        return self._message.metadata.num_delivered
+
+    def __repr__(self) -> str:
+        return f"EventMessage(subject={self.subject!r}, body={self.body[:80]!r})"
 
 
 @dataclass(frozen=True)
@@ -398,15 +419,7 @@ async def _outcome_of(future: asyncio.Future[None]) -> None:
 
 
 def _event_message(message: Msg) -> EventMessage:
-    metadata = message.metadata
-    return EventMessage(
-        body=message.data,
-        headers=dict(message.headers or {}),
-        subject=message.subject,
-        stream_sequence=metadata.sequence.stream,
-        num_pending=metadata.num_pending,
-        num_delivered=metadata.num_delivered,
-    )
+    return EventMessage(message)
 
 
 def _one_line(reason: str) -> str:
