@@ -1152,6 +1152,7 @@ class Engine:
             for trigger_id, trigger in self._proactive.items()
             if self.next_proactive_runs.get(trigger_id, now_us) <= now_us
         ]
+        due = await self._with_state_or_global(due, as_of_us)
         while due:
             touch = self.state.touch({loaded.automation.id for _, loaded in due})
             calls = [self._proactive_call(t, loaded, as_of_us, now_us) for t, loaded in due]
@@ -1169,6 +1170,30 @@ class Engine:
                     again.append((trigger, loaded))
             await self._fire_decided(firings)
             due = again
+
+    async def _with_state_or_global(
+        self, due: list[tuple[EventTrigger, LoadedAutomation]], as_of_us: int
+    ) -> list[tuple[EventTrigger, LoadedAutomation]]:
+        """The due proactive triggers worth a script call: those without `for_each` (the
+        script keeps their global bucket, state or not) and those whose automation is in the
+        active set. A trigger with `for_each` whose automation has no state has nothing to
+        evaluate: its script would find no bucket, make none and answer "again after
+        `within`", which is what its next run is set to here, without the call. (Its
+        automation joins the active set before its first bucket is made: touch-1 goes
+        before every script that makes state. State the set missed, which the periodic
+        evaluation finds, makes its proactive triggers due at once: `_periodic_scope`.)
+        After a start with 100,000 automations loaded, the first run called the script for
+        each of their 5,000 proactive triggers, and marked them all active, mid-traffic
+        (docs/performance.md)."""
+        keyed = [(t, loaded) for t, loaded in due if t.for_each]
+        if not keyed:
+            return due
+        active = await self.state.are_active([loaded.automation.id_text for _, loaded in keyed])
+        idle = {t.id for (t, _), is_active in zip(keyed, active, strict=True) if not is_active}
+        for t, _ in keyed:
+            if t.id in idle:
+                self.next_proactive_runs[t.id] = as_of_us + micros(t.within)  # type: ignore[index]
+        return [(t, loaded) for t, loaded in due if t.id not in idle]
 
     def _window_fired(self, loaded: LoadedAutomation, trigger: EventTrigger, raw: bytes) -> None:
         """Record a firing of proactive evaluation: its window closed short of the threshold."""
@@ -1269,6 +1294,13 @@ class Engine:
         joining = {s.automation_id for s in kept} - set(active)
         if joining:
             await self.state.call_many([self.state.touch(joining)])
+            # state the active set missed: its proactive triggers are looked at now, not
+            # when the look skipped for want of state said (`_with_state_or_global`)
+            for automation_id in joining:
+                loaded = self.automations.get(automation_id)
+                if loaded is not None:
+                    for trigger in loaded.automation.event_triggers():
+                        self.next_proactive_runs.pop(trigger.id, None)  # type: ignore[arg-type]
         return kept
 
     def _loaded_scope(self, loaded: LoadedAutomation) -> StateScope:

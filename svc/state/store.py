@@ -273,6 +273,15 @@ class RedisState:
         )
         return int(now), [UUID(m.decode()) for m in members]
 
+    async def are_active(self, automation_ids: Sequence[UUID | str]) -> list[bool]:
+        """For each automation: is it in the active set (one round trip)?"""
+        if not automation_ids:
+            return []
+        (scores,) = await self.call_many(
+            [Command(("ZMSCORE", self.keys.active, *(str(i) for i in automation_ids)))]
+        )
+        return [score is not None for score in scores]
+
     async def retire(self, automation_ids: Sequence[UUID], since_us: int) -> None:
         """Drop automations found without state from the active set, unless touched since."""
         if automation_ids:

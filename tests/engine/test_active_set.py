@@ -9,7 +9,7 @@ from uuid import UUID
 
 from svc.conformance import label_uuid
 from svc.state.store import Call, ScriptCall
-from tests.engine.support import Driver, automation, reactive
+from tests.engine.support import Driver, automation, proactive, reactive
 
 
 class SweepCounter:
@@ -114,3 +114,70 @@ async def test_a_disabled_automations_state_is_still_swept(driver: Driver) -> No
     assert await active(driver) == {"paused"}
     await driver.h.advance(600)
     assert await driver.state_keys(str(driver.trigger_id("paused")), "buckets") == set()
+
+
+# -- proactive evaluation looks only at triggers that can have something to evaluate --
+
+
+def sla(label: str) -> dict[str, Any]:
+    return automation(
+        label,
+        proactive(
+            after=(f"{label}.started",), expect=(f"{label}.done",), within=60,
+            for_each=("prefect.resource.id",),
+        ),
+    )
+
+
+class ProactiveCounter:
+    """The triggers' bucket keys each proactive-7 call the engine sends is for."""
+
+    def __init__(self, driver: Driver):
+        self.called: list[str] = []
+        state = driver.h.engine.state
+        original = state.call_many
+
+        async def counting(calls: list[Call]) -> list[Any]:
+            self.called += [
+                c.keys[0] for c in calls
+                if isinstance(c, ScriptCall) and c.script is state.scripts.proactive
+            ]
+            return await original(calls)
+
+        state.call_many = counting  # type: ignore[method-assign]
+
+
+async def test_proactive_triggers_with_for_each_and_no_state_cost_no_script_call(
+    driver: Driver,
+) -> None:
+    """A proactive trigger with for_each whose automation has no state has no bucket to
+    evaluate: no script is called for it, and it does not join the active set. A global
+    bucket (no for_each) is the script's to keep: that trigger is evaluated anyway."""
+    await driver.start(
+        *(sla(f"idle-{i}") for i in range(10)),
+        sla("armed"),
+        automation("global", proactive(expect=("g.done",), within=60)),
+    )
+    await driver.event("armed-1", 1, "armed.started", resource="run-1")
+    counter = ProactiveCounter(driver)
+    await driver.h.advance(65)  # every trigger comes due again; "armed" ends at 61
+    assert set(counter.called) == {driver.keys("armed").buckets, driver.keys("global").buckets}
+    assert await active(driver) == {"armed", "global"}
+    assert sorted(f.automation for f in driver.fired()) == ["armed", "global"]
+
+
+async def test_state_the_active_set_missed_makes_its_proactive_trigger_due_at_once(
+    driver: Driver,
+) -> None:
+    """A trigger skipped for want of state is looked at again after its `within`; state the
+    active set missed, once the periodic evaluation finds it, is evaluated at once."""
+    await driver.start(sla("sla"))
+    await driver.h.tick()  # looked at with no state: next look after 60 s
+    await driver.event("started", 6, "sla.started", resource="run-1")
+    await driver.client.delete(driver.h.engine.state.keys.active)  # the touch was lost
+    counter = ProactiveCounter(driver)
+    await driver.h.advance(5)  # the periodic evaluation finds the state, then proactive
+    assert await active(driver) == {"sla"}
+    assert counter.called == [driver.keys("sla").buckets]
+    await driver.h.advance(65)  # the window [6, 66) closes
+    assert [f.automation for f in driver.fired()] == ["sla"]
