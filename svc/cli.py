@@ -76,8 +76,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         settings = dataclasses.replace(
             settings, nats_url=servers.nats_url, redis_url=servers.redis_url
         )
-        received = asyncio.run(serve(settings))
-        print(f"{received} received; stopping.", flush=True)
+        asyncio.run(serve(settings))
     print("Stopped.", flush=True)
     return 0
 
@@ -98,8 +97,15 @@ async def serve(settings: Settings) -> str:
     stop = asyncio.Event()
     received: list[str] = []
     loop = asyncio.get_running_loop()
+
+    def on_signal(name: str) -> None:
+        if not received:
+            print(f"{name} received; stopping.", flush=True)
+        received.append(name)
+        stop.set()
+
     for sig in STOP_SIGNALS:
-        loop.add_signal_handler(sig, lambda s=sig: (received.append(s.name), stop.set()))
+        loop.add_signal_handler(sig, on_signal, sig.name)
     service = Service(settings, instruments=telemetry.instruments)
     try:
         await service.start()

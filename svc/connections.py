@@ -62,6 +62,8 @@ async def connect_nats(settings: Settings, name: str = "triggers") -> NATS:
         raise ValueError("NATS_URL is not set")
 
     async def disconnected() -> None:
+        if nc.is_closed or nc.is_draining:
+            return  # closed on purpose (a stop): nothing is lost
         logger.warning("NATS connection lost; reconnecting every %.1f s", NATS_RECONNECT_WAIT_S)
 
     async def reconnected() -> None:
