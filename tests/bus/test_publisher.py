@@ -41,6 +41,13 @@ def act_for(automation: Automation) -> Act:
     return Act(events=(event,), actions=actions)
 
 
+def actions_elsewhere(settings: Settings, tag: str) -> Settings:
+    """The settings with triggered actions published where no stream takes them."""
+    return dataclasses.replace(
+        settings, actions_subject_prefix=f"{tag}-{settings.actions_subject_prefix}"
+    )
+
+
 async def stored(js: JetStreamContext, stream: str) -> list[tuple[str, dict[str, Any], dict]]:
     count = (await js.stream_info(stream)).state.messages
     messages = [await js.get_msg(stream, seq=seq) for seq in range(1, count + 1)]
@@ -132,9 +139,7 @@ async def test_a_message_that_is_not_acknowledged_raises(
     make_automation: Callable[..., Automation],
 ) -> None:
     # No stream takes these subjects: nothing acknowledges the triggered actions.
-    settings = dataclasses.replace(
-        bus_settings, actions_subject_prefix=f"nowhere-{bus_settings.actions_subject_prefix}"
-    )
+    settings = actions_elsewhere(bus_settings, "nowhere")
     automation = make_automation()
     with pytest.raises(PublishError, match=f"2 of 3 messages for automation {automation.id}"):
         await JetStreamPublisher(js, settings).publish(automation, act_for(automation))
@@ -147,9 +152,7 @@ async def test_a_message_nothing_acknowledges_in_time_raises(
     make_automation: Callable[..., Automation],
 ) -> None:
     # A plain subscriber takes the triggered actions' subject and never answers.
-    settings = dataclasses.replace(
-        bus_settings, actions_subject_prefix=f"silent-{bus_settings.actions_subject_prefix}"
-    )
+    settings = actions_elsewhere(bus_settings, "silent")
     silent = await js._nc.subscribe(f"{settings.actions_subject_prefix}.>")
     automation = make_automation()
     publisher = JetStreamPublisher(js, settings, ack_timeout_s=0.2)

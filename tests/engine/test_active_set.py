@@ -12,18 +12,18 @@ from svc.state.store import Call, ScriptCall
 from tests.engine.support import Driver, automation, proactive, reactive
 
 
-class SweepCounter:
-    """Counts the sweep-7 calls the engine sends, by trigger key group."""
+class ScriptCounter:
+    """The first key (a trigger's buckets) of each call of one script the engine sends."""
 
-    def __init__(self, driver: Driver):
-        self.swept: list[str] = []
+    def __init__(self, driver: Driver, script: str):
+        self.called: list[str] = []
         state = driver.h.engine.state
+        wanted = getattr(state.scripts, script)
         original = state.call_many
 
         async def counting(calls: list[Call]) -> list[Any]:
-            self.swept += [
-                c.keys[0] for c in calls
-                if isinstance(c, ScriptCall) and c.script is state.scripts.sweep
+            self.called += [
+                c.keys[0] for c in calls if isinstance(c, ScriptCall) and c.script is wanted
             ]
             return await original(calls)
 
@@ -48,10 +48,10 @@ async def test_periodic_evaluation_sweeps_only_automations_with_state(driver: Dr
     )
     await driver.event("ping-1", 1, "x.ping")
     assert await active(driver) == {"busy"}
-    counter = SweepCounter(driver)
+    counter = ScriptCounter(driver, "sweep")
     await driver.h.tick()
     busy = driver.keys("busy").buckets
-    assert set(counter.swept) == {busy}
+    assert set(counter.called) == {busy}
 
 
 async def test_an_automation_left_without_state_leaves_the_active_set(driver: Driver) -> None:
@@ -129,24 +129,6 @@ def sla(label: str) -> dict[str, Any]:
     )
 
 
-class ProactiveCounter:
-    """The triggers' bucket keys each proactive-7 call the engine sends is for."""
-
-    def __init__(self, driver: Driver):
-        self.called: list[str] = []
-        state = driver.h.engine.state
-        original = state.call_many
-
-        async def counting(calls: list[Call]) -> list[Any]:
-            self.called += [
-                c.keys[0] for c in calls
-                if isinstance(c, ScriptCall) and c.script is state.scripts.proactive
-            ]
-            return await original(calls)
-
-        state.call_many = counting  # type: ignore[method-assign]
-
-
 async def test_proactive_triggers_with_for_each_and_no_state_cost_no_script_call(
     driver: Driver,
 ) -> None:
@@ -159,7 +141,7 @@ async def test_proactive_triggers_with_for_each_and_no_state_cost_no_script_call
         automation("global", proactive(expect=("g.done",), within=60)),
     )
     await driver.event("armed-1", 1, "armed.started", resource="run-1")
-    counter = ProactiveCounter(driver)
+    counter = ScriptCounter(driver, "proactive")
     await driver.h.advance(65)  # every trigger comes due again; "armed" ends at 61
     assert set(counter.called) == {driver.keys("armed").buckets, driver.keys("global").buckets}
     assert await active(driver) == {"armed", "global"}
@@ -175,7 +157,7 @@ async def test_state_the_active_set_missed_makes_its_proactive_trigger_due_at_on
     await driver.h.tick()  # looked at with no state: next look after 60 s
     await driver.event("started", 6, "sla.started", resource="run-1")
     await driver.client.delete(driver.h.engine.state.keys.active)  # the touch was lost
-    counter = ProactiveCounter(driver)
+    counter = ScriptCounter(driver, "proactive")
     await driver.h.advance(5)  # the periodic evaluation finds the state, then proactive
     assert await active(driver) == {"sla"}
     assert counter.called == [driver.keys("sla").buckets]
