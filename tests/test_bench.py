@@ -86,3 +86,46 @@ def test_bench_quick_writes_every_figure(tmp_path: Path) -> None:
     assert "one-match: events/s" in names
     assert any("decision records" in n for n in names)
     assert any(n.startswith("sla: HGETs per due bucket") for n in names)
+
+
+class FailingWorker:
+    """A service worker, as the runner sees it, whose batches keep failing."""
+
+    mode = "service"
+
+    def __init__(self) -> None:
+        self.errors = 0
+
+    async def stats(self) -> dict[str, int]:
+        self.errors += 1
+        return {"errors": self.errors}
+
+    def _log_tail(self) -> str:
+        return "Traceback: the handler is broken"
+
+
+async def test_a_drain_gives_up_at_once_on_a_worker_whose_batches_keep_failing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from svc.bench import runner
+
+    monkeypatch.setattr(runner, "STALLED_WITH_ERRORS_S", 0.0)
+    monkeypatch.setattr(runner._FailureWatch, "CHECK_EVERY_S", 0.0)
+    watch = runner._FailureWatch(FailingWorker())  # type: ignore[arg-type]
+    await watch.check(100, "one-match")  # progress: nothing to say
+    await watch.check(100, "one-match")  # stalled: the error count is taken
+    with pytest.raises(runner.WorkerError, match="(?s)keep failing.*the handler is broken"):
+        await watch.check(100, "one-match")  # stalled, and more errors since
+
+
+async def test_a_worker_making_progress_is_not_given_up_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from svc.bench import runner
+
+    monkeypatch.setattr(runner, "STALLED_WITH_ERRORS_S", 0.0)
+    monkeypatch.setattr(runner._FailureWatch, "CHECK_EVERY_S", 0.0)
+    watch = runner._FailureWatch(FailingWorker())  # type: ignore[arg-type]
+    for floor in range(100, 110):  # errors, but the ack floor moves on
+        await watch.check(floor, "one-match")
+        await watch.check(floor, "one-match")

@@ -68,6 +68,9 @@ WORKER_START_TIMEOUT_S = 300.0
 WORKER_STOP_TIMEOUT_S = 60.0
 # How long a backlog may take to drain before the workload is abandoned.
 DRAIN_TIMEOUT_S = 600.0
+# A service worker whose batches keep failing, with no progress this long, is given up on
+# at once rather than after DRAIN_TIMEOUT_S (its log says why).
+STALLED_WITH_ERRORS_S = 30.0
 # The sla workload's first slice comes due this long after its running events are built,
 # plus the time to open its buckets at the rate below (a low estimate, so rarely late).
 SLA_LEAD_S = 5.0
@@ -82,6 +85,41 @@ DECISIONS_DEFAULT: bool = next(
 DECISIONS_PAIR = "one-match-no-decisions" if DECISIONS_DEFAULT else "one-match-decisions"
 
 
+
+
+class _FailureWatch:
+    """Gives up on a service worker whose batches keep failing while its ack floor stays
+    put (a broken build, a dependency it cannot reach): a WorkerError with its log at once,
+    rather than the drain timeout's wait."""
+
+    CHECK_EVERY_S = 2.0
+
+    def __init__(self, worker: Worker):
+        self.worker = worker
+        self.floor = -1
+        self.since = time.monotonic()
+        self.errors_then: int | None = None
+        self.checked = 0.0
+
+    async def check(self, floor: int, label: str) -> None:
+        now = time.monotonic()
+        if floor != self.floor:
+            self.floor, self.since, self.errors_then = floor, now, None
+            return
+        if self.worker.mode != "service" or now - self.checked < self.CHECK_EVERY_S:
+            return
+        self.checked = now
+        try:
+            errors = int((await self.worker.stats()).get("errors", 0))
+        except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+            return  # a busy worker answers late; the drain timeout still bounds the wait
+        if self.errors_then is None:
+            self.errors_then = errors
+        elif errors > self.errors_then and now - self.since >= STALLED_WITH_ERRORS_S:
+            raise WorkerError(
+                f"{label}: the service's batches keep failing ({errors - self.errors_then} "
+                f"failed, no progress for {now - self.since:.0f} s):\n{self.worker._log_tail()}"
+            )
 
 @contextlib.contextmanager
 def _no_collections() -> Iterator[None]:
@@ -459,10 +497,12 @@ class Bench:
         to `last`, between the first samples of its ack floor at or past each."""
         deadline = time.monotonic() + DRAIN_TIMEOUT_S
         start: tuple[float, int, dict[str, Any], float | None] | None = None
+        watch = _FailureWatch(worker)
         with self._bar(label, last - first) as advance:
             shown = first
             while time.monotonic() < deadline:
                 floor = await self.ack_floor(settings, consumer)
+                await watch.check(floor, label)
                 now = time.perf_counter()
                 if floor >= first and start is None:
                     start = (now, floor, await worker.stats(), self._servers_cpu())

@@ -179,6 +179,8 @@ async def run_service(settings: Settings, control: str, count_bucket_reads: bool
             "start_s": start_s,
             "automations": len(engine.automations),
             "processed": consumer.processed if consumer else 0,
+            # failed batches and fetches: the runner gives up early when they keep coming
+            "errors": consumer.errors if consumer else 0,
             "round_trips": state.round_trips,
             "firings": probe.firings,
             "admin_address": service.admin_address,
