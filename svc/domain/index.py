@@ -29,6 +29,8 @@ T = TypeVar("T", bound=IndexedTrigger)
 
 # Up to this many triggers under one exact key are kept in a tuple, more in a set.
 FEW_TRIGGERS = 8
+# Event names whose candidates are remembered until the index changes (see `candidates`).
+NAMES_REMEMBERED = 4096
 
 
 @dataclass
@@ -51,6 +53,9 @@ class TriggerIndex(Generic[T]):
     def __init__(self) -> None:
         self.stats = IndexStats()
         self.version = 0
+        # name -> its candidates, as the index stands: traffic repeats a few names over and
+        # over, and a lookup costs more the more distinct wildcard prefixes are loaded
+        self._remembered: dict[str, list[T]] = {}
         self.clear()
 
     def clear(self) -> None:
@@ -74,6 +79,8 @@ class TriggerIndex(Generic[T]):
         # Changes with every add, remove and clear: a lookup made at one version holds while
         # the version is the same (the engine looks up the next batch ahead of time).
         self.version += 1
+        if self._remembered:
+            self._remembered.clear()
 
     def __len__(self) -> int:
         return len(self._triggers)
@@ -109,8 +116,20 @@ class TriggerIndex(Generic[T]):
             self._unindex(key, trigger_id)
 
     def candidates(self, name: str) -> list[T]:
-        """Every trigger with an index key that full-glob-matches `name`, in addition order."""
+        """Every trigger with an index key that full-glob-matches `name`, in addition order.
+        The list is shared by every lookup of the name until the index changes: read it,
+        do not change it."""
         self.stats.lookups += 1
+        remembered = self._remembered.get(name)
+        if remembered is not None:
+            return remembered
+        found = self._look_up(name)
+        if len(self._remembered) >= NAMES_REMEMBERED:
+            self._remembered.clear()
+        self._remembered[name] = found
+        return found
+
+    def _look_up(self, name: str) -> list[T]:
         found: set[Hashable] = set(self._exact.get(name, ()))
         # One dict probe per distinct prefix length: bounded by the length of the patterns,
         # not by how many triggers are loaded.

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from hypothesis import given
 from hypothesis import strategies as st
 
+import svc.domain.index as index_module
 from svc.domain.index import TriggerIndex
 from svc.domain.names import EventNamePatterns, name_is_interesting
 
@@ -146,6 +147,30 @@ def test_lookup_examines_a_handful_of_patterns_among_100_000_triggers() -> None:
     assert lookup("prefix.4242.x") == ([104242, -1], 2)
     assert lookup("prefix.4242") == ([-1], 1)
     assert lookup("nothing.at.all") == ([-1], 1)
+
+
+def test_a_names_candidates_are_remembered_until_the_index_changes() -> None:
+    """Repeated names cost one dict lookup; any add, remove or clear forgets what was
+    remembered, so a lookup always answers for the index as it stands."""
+    index = index_of(trigger(1, {"x.a"}))
+    first = index.candidates("x.a")
+    assert ids(first) == [1]
+    tested = index.stats.patterns_tested
+    assert index.candidates("x.a") is first  # remembered: no pattern tested again
+    assert index.stats.patterns_tested == tested
+    index.add(trigger(2, {"x.*"}))
+    assert ids(index.candidates("x.a")) == [1, 2]
+    index.remove(1)
+    assert ids(index.candidates("x.a")) == [2]
+    index.clear()
+    assert index.candidates("x.a") == []
+
+
+def test_the_remembered_names_are_bounded() -> None:
+    index = index_of(trigger(1))  # the catch-all: every name has a candidate
+    for i in range(index_module.NAMES_REMEMBERED + 10):
+        assert ids(index.candidates(f"name.{i}")) == [1]
+    assert len(index._remembered) <= index_module.NAMES_REMEMBERED
 
 
 # -- against the brute-force scan --
