@@ -47,7 +47,9 @@ class TriggerIndex(Generic[T]):
     Exact keys are found with one dict lookup. Wildcard keys are grouped by their literal
     prefix (the text before the first metacharacter), so a name is only tested against the
     patterns whose prefix it starts with, each distinct pattern once, however many triggers
-    share it. The catch-all `*` is simply the wildcard with the empty prefix.
+    share it. The catch-all `*` is simply the wildcard with the empty prefix. The candidates
+    of each name looked up are remembered until the next change (up to NAMES_REMEMBERED
+    names), so a name seen again costs one dict lookup.
     """
 
     def __init__(self) -> None:
