@@ -198,6 +198,19 @@ async def test_reactive_ensures_a_backdated_first_window_and_increments_it(
     assert decode_bucket(await redis_client.hget(tkeys.buckets, "[]"))[2] == 2
 
 
+@pytest.mark.parametrize("within", [60 * S, 2**53, 2**63, 2**70])
+async def test_reactive_writes_times_in_full_on_both_sides_of_exact_integers(
+    state: RedisState, tkeys: TriggerKeys, redis_client: redis.asyncio.Redis, within: int
+) -> None:
+    """A bucket's end is written as C's %.0f writes the double the script holds, whether the
+    script formats it as an integer (exact, below 2^53) or as a float (a window reaching
+    past 2^63, where formatting as a 64-bit integer would wrap to a negative number)."""
+    await reactive(state, tkeys, "e1", T0, within=within)
+    written = b"%.0f" % float(T0 + within)
+    assert (await redis_client.hget(tkeys.buckets, "[]")).split(b"|")[1] == written
+    assert await redis_client.zscore(tkeys.ends, "[]") == float(T0 + within)
+
+
 async def test_reactive_fire_code_and_outbox_record_shape(
     state: RedisState, tkeys: TriggerKeys, redis_client: redis.asyncio.Redis
 ) -> None:

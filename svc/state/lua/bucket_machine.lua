@@ -20,14 +20,25 @@
   last event was expected ('1'/'0') and an `after` event, that event's occurred (us), the
   last operation (a debugging breadcrumb, as Prefect's `last_operation`), and the last
   event's JSON ('' when none). Times are integers of microseconds; Lua numbers are doubles,
-  exact up to 2^53, and are always written with %.0f (tostring would round them).
+  exact up to 2^53, and are always written in full (tostring would round them): with %d,
+  which formats through a 64-bit integer, while they are exact, else with %.0f (%d would
+  wrap past 2^63; a window can reach that far). %.0f went through glibc's multi-precision
+  float printer: ~6 % of Redis's instructions per evaluated event.
 ]]
 
+local EXACT = 9007199254740992 -- 2^53
+
 local function fmt(n)
+  if n < EXACT and n > -EXACT then
+    return string.format('%d', n)
+  end
   return string.format('%.0f', n)
 end
 
 local function pad(n)
+  if n < EXACT and n > -EXACT then
+    return string.format('%020d', n)
+  end
   return string.format('%020.0f', n)
 end
 
