@@ -17,6 +17,7 @@ from nats.js.api import DeliverPolicy
 from svc.admin.generated.triggers.admin.v1 import admin_pb2 as pb
 from svc.admin.generated.triggers.admin.v1 import admin_pb2_grpc as pb_grpc
 from svc.config import Settings
+from svc.domain import jsonio
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ class AdminClient:
         """What evaluating the event against the automation would do now (nothing changes)."""
         return await self.stub.ExplainEvent(
             pb.ExplainEventRequest(
-                automation_id=automation_id, event_json=orjson.dumps(event).decode()
+                automation_id=automation_id, event_json=jsonio.dumps(event).decode()
             )
         )
 
@@ -139,7 +140,7 @@ async def publish_events(settings: Settings, events: Sequence[dict[str, Any]]) -
         js = nc.jetstream()
         ids = []
         for event in events:
-            body = orjson.dumps(event)
+            body = jsonio.dumps(event)  # any integer the file holds, exactly
             await js.publish(event_subject(settings, str(event.get("event", ""))), body)
             ids.append(str(event.get("id")))
         return ids

@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 
 from svc.client import event_subject
 from svc.config import Settings
+from svc.domain import jsonio
 from svc.domain.automations import Automation, parse_automation
 from svc.domain.errors import InvalidAutomation
 from svc.domain.firings import Act
@@ -60,7 +61,7 @@ class CapturingPublisher:
     feedback: list[bytes] = field(default_factory=list)
 
     async def publish(self, automation: Automation, out: Act) -> None:
-        self.feedback.extend(orjson.dumps(event) for event in out.events)
+        self.feedback.extend(jsonio.dumps(event) for event in out.events)
         self.actions.extend(out.actions)
 
 

@@ -38,6 +38,7 @@ from uuid import UUID
 
 import orjson
 
+from svc.domain import jsonio
 from svc.domain.automations import (
     Automation,
     CompoundTrigger,
@@ -373,7 +374,7 @@ def _stored_children(
 ) -> tuple[StoredChild, ...]:
     children = []
     for child_id, raw in stored.items():
-        record = orjson.loads(raw)
+        record = jsonio.loads(raw)  # the child firing's triggering event inside
         trigger_id = UUID(child_id.decode())
         children.append(
             StoredChild(

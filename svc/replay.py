@@ -39,6 +39,7 @@ from redis.asyncio import Redis
 from svc.bus.history import StoredMessage, read_history
 from svc.config import Settings
 from svc.conformance import GRANULARITY_S, CapturingPublisher, InProcess
+from svc.domain import jsonio
 from svc.domain.automations import Automation, Posture, parse_automation
 from svc.domain.firings import AUTOMATION_TRIGGERED, Act, from_micros, to_micros
 from svc.engine.engine import PRECEDING_EVENT_LOOKBACK
@@ -193,7 +194,7 @@ class _ReplayPublisher(CapturingPublisher):
         self.keep = keep
 
     async def publish(self, automation: Automation, out: Act) -> None:
-        self.feedback.extend(orjson.dumps(event) for event in out.events)
+        self.feedback.extend(jsonio.dumps(event) for event in out.events)
         self.keep(automation, out)
 
 

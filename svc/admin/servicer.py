@@ -35,6 +35,7 @@ from svc.admin.convert import (
 )
 from svc.admin.generated.triggers.admin.v1 import admin_pb2 as pb
 from svc.admin.generated.triggers.admin.v1 import admin_pb2_grpc as pb_grpc
+from svc.domain import jsonio
 from svc.domain.automations import (
     Automation,
     CompoundTrigger,
@@ -360,7 +361,7 @@ class AutomationAdminServicer(pb_grpc.AutomationAdminServiceServicer):
         """The event to explain; a missing id is fresh and a missing `occurred` is now, as
         `python -m svc events publish` fills them. Errors name `event_json.<field>`."""
         try:
-            document = orjson.loads(text)
+            document = jsonio.loads(text)  # any integer of the payload, exactly
         except orjson.JSONDecodeError as exc:
             raise InvalidEvent.single("event_json", f"not valid JSON: {exc}") from None
         if not isinstance(document, dict):

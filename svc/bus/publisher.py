@@ -30,6 +30,7 @@ from nats.js.errors import APIError, NoStreamResponseError
 from opentelemetry import propagate
 
 from svc.config import Settings
+from svc.domain import jsonio
 from svc.domain.automations import Automation
 from svc.domain.firings import Act
 
@@ -177,7 +178,8 @@ class JetStreamPublisher:
             # subject
             headers = {MSG_ID: str(document["id"]), EXPECTED_STREAM: stream}
             propagate.inject(headers)
-            messages.append((subject, orjson.dumps(document), headers))
+            # an event's payload may hold integers orjson cannot write (svc/domain/jsonio.py)
+            messages.append((subject, jsonio.dumps(document), headers))
         outcomes = await self._acks.publish(messages, self.ack_timeout_s)
         failed = [
             (subject, outcome)

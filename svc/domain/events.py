@@ -19,6 +19,7 @@ from pydantic import (
     field_validator,
 )
 
+from svc.domain import jsonio
 from svc.domain.errors import FieldValueError, InvalidEvent
 from svc.domain.matching import find_resource_label
 
@@ -156,8 +157,9 @@ class ReceivedEvent(BaseModel):
         interested in the event and into a parked follower's record. (Like `id_text`, a
         `model_copy` that changes a field would keep the old bytes: make a new event.)
         The same bytes as `orjson.dumps(self.to_json())`, made faster: orjson writes UUIDs
-        and the UTC datetimes of an event as to_json does (property-tested)."""
-        return orjson.dumps(
+        and the UTC datetimes of an event as to_json does (property-tested). A payload with an
+        integer orjson cannot write is written by Python's json (svc/domain/jsonio.py)."""
+        return jsonio.dumps(
             {
                 "occurred": self.occurred,
                 "event": self.event,
@@ -225,9 +227,6 @@ def _with_received(event: ReceivedEvent, received: datetime) -> ReceivedEvent:
 _CANONICAL_UUID = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
-# orjson reads an integer beyond 64 bits as a float, where validation keeps it exact: such a
-# float is at least this large, and a payload holding one is left to validation.
-_WIDE = 2.0**63
 _ISO_DATETIME = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?(Z|[+-][0-9]{2}:[0-9]{2})"
 )
@@ -262,7 +261,8 @@ def _decode_plain_event(
         or len(related) > limits.maximum_related_resources
         or not all(_plain_resource(r, limits, related=True) for r in related)
         or type(payload) is not dict
-        or _may_hold_a_wide_integer(payload)
+        # orjson reads an integer beyond 64 bits as a float, where validation keeps it exact
+        or jsonio.may_hold_a_wide_integer(payload)
     ):
         return None
     event_id = _plain_uuid(data.get("id"))
@@ -287,22 +287,6 @@ def _decode_plain_event(
         follows=follows,
         received=received_at,
     )
-
-
-def _may_hold_a_wide_integer(payload: dict[str, Any]) -> bool:
-    """Does the payload hold a float as large as an integer orjson could not keep exact? (The
-    other fields hold strings only: a number there fails the fast path's type checks.)"""
-    stack: list[Any] = [payload]
-    while stack:
-        value = stack.pop()
-        kind = type(value)
-        if kind is dict:
-            stack.extend(value.values())
-        elif kind is list:
-            stack.extend(value)
-        elif kind is float and (value >= _WIDE or value <= -_WIDE):
-            return True
-    return False
 
 
 def _plain_resource(labels: Any, limits: EventLimits, *, related: bool) -> bool:

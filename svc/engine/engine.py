@@ -20,6 +20,7 @@ import orjson
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
+from svc.domain import jsonio
 from svc.domain.automations import (
     Automation,
     CompoundTrigger,
@@ -97,7 +98,8 @@ def firing_from_record(trigger: EventTrigger, raw: bytes) -> Firing:
         triggered=from_micros(int(record["triggered"])),
         at_us=int(record["at"]),
         triggering_labels=trigger.triggering_labels(key),
-        triggering_event=orjson.loads(record["event"]) if record["event"] else None,
+        # the event's JSON is a string in the record: read exactly (any integer)
+        triggering_event=jsonio.loads(record["event"]) if record["event"] else None,
     )
 
 
@@ -122,7 +124,7 @@ def composite_firing_from_record(
     parent: CompoundTrigger | SequenceTrigger, raw: bytes
 ) -> Firing:
     """The Firing of a composite's outbox record (composite-3.lua's answer)."""
-    fired = orjson.loads(raw)
+    fired = jsonio.loads(raw)  # its children's triggering events inside: any integer
     children = fired["children"]
     completing = next(c for c in children if c["id"] == fired["completing"])
     return Firing(
@@ -1077,7 +1079,7 @@ class Engine:
         """The composite-3 call that applies a child firing to its parent (explain runs the
         same call on scratch copies of the parent's keys)."""
         keys = loaded.composite_keys[parent.id]  # type: ignore[index]
-        record = orjson.dumps(
+        record = jsonio.dumps(
             {
                 "id": str(child.id),
                 "trigger_id": str(child.trigger.id),

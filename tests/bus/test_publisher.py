@@ -8,7 +8,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import orjson
 import pytest
 from nats.js import JetStreamContext
 from opentelemetry.sdk.trace import TracerProvider
@@ -16,6 +15,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from svc.bus.publisher import JetStreamPublisher, PublishError
 from svc.bus.streams import ensure_streams
 from svc.config import Settings
+from svc.domain import jsonio
 from svc.domain.automations import Automation
 from svc.domain.firings import Act
 
@@ -51,7 +51,7 @@ def actions_elsewhere(settings: Settings, tag: str) -> Settings:
 async def stored(js: JetStreamContext, stream: str) -> list[tuple[str, dict[str, Any], dict]]:
     count = (await js.stream_info(stream)).state.messages
     messages = [await js.get_msg(stream, seq=seq) for seq in range(1, count + 1)]
-    return [(m.subject, orjson.loads(m.data), m.headers or {}) for m in messages]
+    return [(m.subject, jsonio.loads(m.data), m.headers or {}) for m in messages]
 
 
 async def test_events_and_triggered_actions_go_to_their_subjects_with_their_ids(
@@ -77,6 +77,28 @@ async def test_events_and_triggered_actions_go_to_their_subjects_with_their_ids(
     ]
     assert [body for _, body, _ in actions] == list(out.actions)
     assert [h["Nats-Msg-Id"] for _, _, h in actions] == [a["id"] for a in out.actions]
+
+
+async def test_integers_beyond_64_bits_are_published_exact(
+    js: JetStreamContext,
+    bus_settings: Settings,
+    streams: None,
+    make_automation: Callable[..., Automation],
+) -> None:
+    """A triggering event's payload may hold them (svc/domain/jsonio.py); orjson cannot
+    write them, so they once failed the firing on every retry."""
+    automation = make_automation()
+    out = act_for(automation)
+    wide = {"big": 2**64, "small": -(2**63) - 1}
+    event = {**out.events[0], "payload": {"triggering_event": {"payload": wide}}}
+    actions = tuple({**a, "triggering_event": {"payload": wide}} for a in out.actions)
+
+    await JetStreamPublisher(js, bus_settings).publish(automation, Act((event,), actions))
+
+    [(_, body, _)] = await stored(js, bus_settings.events_stream)
+    assert body["payload"]["triggering_event"]["payload"] == {"big": 2**64, "small": -(2**63) - 1}
+    for _, body, _ in await stored(js, bus_settings.actions_stream):
+        assert body["triggering_event"]["payload"] == wide
 
 
 async def test_publishing_the_same_act_twice_stores_each_message_once(
