@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -71,8 +70,10 @@ def to_utc(value: datetime) -> datetime:
         raise ValueError(f"{value.isoformat()} is out of the range of datetimes in UTC") from None
 
 
-class ReceivedEvent(BaseModel):
-    """An event as the server sees it: Prefect's `ReceivedEvent` (unknown fields ignored)."""
+class EventDocument(BaseModel):
+    """Validation of an event document: Prefect's `ReceivedEvent` fields and rules (SEMANTICS
+    2.2; unknown fields ignored), with pydantic's errors naming each offending field. What
+    passes becomes a `ReceivedEvent` (`to_event`); the engine never holds these."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -128,6 +129,99 @@ class ReceivedEvent(BaseModel):
                 raise FieldValueError(str(position), str(exc)) from None
         return value
 
+    def to_event(self, received: datetime) -> ReceivedEvent:
+        """The event, `received` filling a `received` the document left out."""
+        return ReceivedEvent(
+            occurred=self.occurred,
+            event=self.event,
+            resource=self.resource,
+            related=self.related,
+            payload=self.payload,
+            id=self.id,
+            follows=self.follows,
+            received=to_utc(received) if self.received is None else self.received,
+        )
+
+
+def _micros(value: datetime) -> int:
+    delta = value - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+class ReceivedEvent:
+    """An event as the server sees it: Prefect's `ReceivedEvent`, validated (`decode_event`,
+    `validate_event`, or `EventDocument.to_event`), its datetimes in UTC.
+
+    A plain class with slots rather than a pydantic model: intake makes one per event, and a
+    model's construction, with the cached properties the hot path reads, cost ~5 us of the
+    service's CPU time per event (docs/performance.md). Its constructor does not validate.
+    It is immutable by contract: never assign to its attributes (`id_text`, `occurred_us`
+    and the JSON it caches are made from them)."""
+
+    __slots__ = (
+        "occurred", "event", "resource", "related", "payload", "id", "follows", "received",
+        "id_text", "occurred_us", "_json",
+    )  # fmt: skip
+
+    occurred: datetime
+    event: str
+    resource: dict[str, str]
+    related: list[dict[str, str]]
+    payload: dict[str, Any]
+    id: UUID
+    follows: UUID | None
+    received: datetime | None
+    # the id as text, made once: the hot path writes it several times per event (seen marks,
+    # script arguments, the event's JSON), and a UUID's str() is not free
+    id_text: str
+    # `occurred` in microseconds since the epoch, made once (the events clock, each
+    # trigger's script and each decision read it)
+    occurred_us: int
+
+    def __init__(
+        self,
+        *,
+        occurred: datetime,
+        event: str,
+        resource: dict[str, str],
+        id: UUID,
+        related: list[dict[str, str]] | None = None,
+        payload: dict[str, Any] | None = None,
+        follows: UUID | None = None,
+        received: datetime | None = None,
+        id_text: str | None = None,
+    ) -> None:
+        self.occurred = occurred
+        self.event = event
+        self.resource = resource
+        self.related = [] if related is None else related
+        self.payload = {} if payload is None else payload
+        self.id = id
+        self.follows = follows
+        self.received = received
+        self.id_text = str(id) if id_text is None else id_text
+        self.occurred_us = _micros(occurred)
+        self._json: bytes | None = None
+
+    def _fields(self) -> tuple[Any, ...]:
+        return (
+            self.occurred, self.event, self.resource, self.related, self.payload, self.id,
+            self.follows, self.received,
+        )  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ReceivedEvent):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable dicts inside, as the model had
+
+    def __repr__(self) -> str:
+        return (
+            f"ReceivedEvent(id={self.id_text!r}, event={self.event!r}, "
+            f"occurred={self.occurred.isoformat()!r}, resource={self.resource!r})"
+        )
+
     # -- helpers used by the engine (SEMANTICS 2.1, 2.3) --
 
     @property
@@ -137,40 +231,28 @@ class ReceivedEvent(BaseModel):
     def find_resource_label(self, label: str) -> str | None:
         return find_resource_label(self.resource, self.related, label)
 
-    @functools.cached_property
-    def id_text(self) -> str:
-        """The id as a string, made once: the hot path writes it several times per event
-        (seen marks, script arguments, the event's JSON), and a UUID's str() is not free.
-        (A `model_copy` that changes `id` would keep the old text: make a new event.)"""
-        return str(self.id)
-
-    @functools.cached_property
-    def occurred_us(self) -> int:
-        """`occurred` in microseconds since the epoch, made once (intake reads it for the
-        events clock, each trigger's script and each decision)."""
-        delta = self.occurred - _EPOCH
-        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-    @functools.cached_property
+    @property
     def json_bytes(self) -> bytes:
         """`to_json` serialized, made once: it goes into the scripts of every trigger
-        interested in the event and into a parked follower's record. (Like `id_text`, a
-        `model_copy` that changes a field would keep the old bytes: make a new event.)
-        The same bytes as `orjson.dumps(self.to_json())`, made faster: orjson writes UUIDs
-        and the UTC datetimes of an event as to_json does (property-tested). A payload with an
-        integer orjson cannot write is written by Python's json (svc/domain/jsonio.py)."""
-        return jsonio.dumps(
-            {
-                "occurred": self.occurred,
-                "event": self.event,
-                "resource": self.resource,
-                "related": self.related,
-                "payload": self.payload,
-                "id": self.id,
-                "follows": self.follows,
-                "received": self.received,
-            }
-        )
+        interested in the event and into a parked follower's record. The same bytes as
+        `orjson.dumps(self.to_json())`, made faster: orjson writes UUIDs and the UTC
+        datetimes of an event as to_json does (property-tested). A payload with an integer
+        orjson cannot write is written by Python's json (svc/domain/jsonio.py)."""
+        made = self._json
+        if made is None:
+            made = self._json = jsonio.dumps(
+                {
+                    "occurred": self.occurred,
+                    "event": self.event,
+                    "resource": self.resource,
+                    "related": self.related,
+                    "payload": self.payload,
+                    "id": self.id,
+                    "follows": self.follows,
+                    "received": self.received,
+                }
+            )
+        return made
 
     def to_json(self) -> dict[str, Any]:
         """The event in Prefect's JSON shape (ISO datetimes, UUIDs as strings)."""
@@ -209,17 +291,10 @@ def decode_event(
     if fast is not None:
         return fast
     try:
-        event = ReceivedEvent.model_validate_json(body, context={"limits": limits})
+        document = EventDocument.model_validate_json(body, context={"limits": limits})
     except ValidationError as exc:
         raise InvalidEvent.from_pydantic(exc) from None
-    return _with_received(event, received)
-
-
-def _with_received(event: ReceivedEvent, received: datetime) -> ReceivedEvent:
-    """The event with `received` filled in where its message left it out."""
-    if event.received is None:
-        return event.model_copy(update={"received": to_utc(received)})
-    return event
+    return document.to_event(received)
 
 
 # The shapes the fast path takes as they are: canonical UUIDs, and ISO 8601 datetimes with
@@ -265,7 +340,8 @@ def _decode_plain_event(
         or jsonio.may_hold_a_wide_integer(payload)
     ):
         return None
-    event_id = _plain_uuid(data.get("id"))
+    id_text = data.get("id")
+    event_id = _plain_uuid(id_text)
     occurred = _plain_datetime(data.get("occurred"))
     leader = data.get("follows")
     follows = None if leader is None else _plain_uuid(leader)
@@ -277,7 +353,7 @@ def _decode_plain_event(
             return None
     else:
         received_at = to_utc(received)
-    return ReceivedEvent.model_construct(
+    return ReceivedEvent(
         occurred=occurred,
         event=name,
         resource=resource,
@@ -286,6 +362,8 @@ def _decode_plain_event(
         id=event_id,
         follows=follows,
         received=received_at,
+        # a canonical UUID's text, lower-cased, is its str(): no need to make it again
+        id_text=id_text.lower(),  # type: ignore[union-attr]
     )
 
 
@@ -318,7 +396,7 @@ def validate_event(
 ) -> ReceivedEvent:
     """Validate an already-decoded event object (same rules as `decode_event`)."""
     try:
-        event = ReceivedEvent.model_validate(data, context={"limits": limits})
+        document = EventDocument.model_validate(data, context={"limits": limits})
     except ValidationError as exc:
         raise InvalidEvent.from_pydantic(exc) from None
-    return _with_received(event, received)
+    return document.to_event(received)
