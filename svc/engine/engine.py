@@ -227,7 +227,7 @@ class DecodedBatch:
     decoded: list[tuple[int, ReceivedEvent]]  # (position in the batch, event): the rest
     # made ahead: each event's candidates and interested triggers, as the index stood at
     # `index_version` (they hold while it still does)
-    lookups: dict[UUID, Lookup] = field(default_factory=dict)
+    lookups: dict[str, Lookup] = field(default_factory=dict)  # by event id (text)
     index_version: int = -1
 
     def made_from(self, bodies: Sequence[bytes]) -> bool:
@@ -314,7 +314,9 @@ class Engine:
         # would have (with the producer's span as the parent, the only one that exists).
         self._spans_sampled_out = getattr(self.tracer, "sampler", None) is ALWAYS_OFF
         # the evaluation span of each event in flight, so its firings are traced under it
-        self._spans: dict[UUID, trace.Span] = {}
+        # (Events are told apart by their ids as text in the engine: hashing UUIDs, five times
+        # per event, cost more than comparing the strings.)
+        self._spans: dict[str, trace.Span] = {}
         # Called once per batch while Redis evaluates it, so the caller can decode the next
         # batch meanwhile (`decode_ahead`); what it does must not touch the engine's state.
         self.meanwhile: Callable[[], None] | None = None
@@ -519,7 +521,7 @@ class Engine:
         ahead = self._ahead = self._decode(bodies)
         ahead.index_version = self.index.version
         for _, event in ahead.decoded:
-            ahead.lookups[event.id] = lookup = self._look_up(event)
+            ahead.lookups[event.id_text] = lookup = self._look_up(event)
             if lookup[1]:
                 event.json_bytes  # noqa: B018 (made now, cached on the event)
 
@@ -589,32 +591,32 @@ class Engine:
                 [e.id_text for _, e in decoded], now_us, micros(SEEN_HORIZON)
             )
         fresh: list[tuple[int, ReceivedEvent]] = []
-        ids: set[UUID] = set()
-        leaders: set[UUID] = set()
+        ids: set[str] = set()
+        leaders: set[str] = set()
         for (position, event), was_seen, has_followers in zip(decoded, seen, waited, strict=True):
             # a second copy in the same batch is a duplicate of the first, as it would be
             # once the first is processed and marked seen
-            if was_seen or event.id in ids:
+            if was_seen or event.id_text in ids:
                 results[position] = IntakeResult(Outcome.duplicate, event)
                 continue
-            ids.add(event.id)
+            ids.add(event.id_text)
             fresh.append((position, event))
             if has_followers:
-                leaders.add(event.id)
+                leaders.add(event.id_text)
         for position, event in decoded:
             span = spans[position]
             if span.is_recording():
                 span.set_attributes({"event.id": event.id_text, "event.name": event.event})
-        self._spans.update((event.id, spans[position]) for position, event in fresh)
+        self._spans.update((event.id_text, spans[position]) for position, event in fresh)
         try:
             parked = await self.reactive_evaluation([e for _, e in fresh], leaders=leaders)
         finally:
             self._in_hand = None
             for _, event in fresh:
-                self._spans.pop(event.id, None)
+                self._spans.pop(event.id_text, None)
         self._check_ahead()
         for position, event in fresh:
-            outcome = Outcome.parked if event.id in parked else Outcome.evaluated
+            outcome = Outcome.parked if event.id_text in parked else Outcome.evaluated
             results[position] = IntakeResult(outcome, event)
         return results  # type: ignore[return-value]
 
@@ -624,11 +626,11 @@ class Engine:
         self,
         events: Sequence[ReceivedEvent],
         depth: int = 0,
-        leaders: set[UUID] | None = None,
-    ) -> set[UUID]:
+        leaders: set[str] | None = None,
+    ) -> set[str]:
         """Evaluate a batch of events, in order, for every interested trigger; return the ids
-        of the events parked to wait for their leader. `leaders`, when intake knows them
-        already, are the events that have parked followers.
+        (as text) of the events parked to wait for their leader. `leaders`, when intake knows
+        them already, are the ids of the events that have parked followers.
 
         Round trips: one for the clock, the causal-ordering gate and the follower check (none
         when no event must wait for its leader and `leaders` are known: the clock then ticks
@@ -654,7 +656,7 @@ class Engine:
         segment: list[ReceivedEvent] = []
         for event in proceeding:
             segment.append(event)
-            if event.id in leaders:
+            if event.id_text in leaders:
                 await self._evaluate_segment(segment, now_us, depth, pending)
                 segment, pending = [], []
         await self._evaluate_segment(segment, now_us, depth, pending)
@@ -666,12 +668,12 @@ class Engine:
         latest_us: int,
         now: datetime,
         now_us: int,
-        leaders: set[UUID] | None = None,
-    ) -> tuple[list[ReceivedEvent], set[UUID], set[UUID], list[Call]]:
+        leaders: set[str] | None = None,
+    ) -> tuple[list[ReceivedEvent], set[str], set[str], list[Call]]:
         """SEMANTICS 10.1 step 3 for a batch: which events proceed, which are parked, which
         have parked followers waiting for them (unless `leaders` says), and the calls left
         to send before the first segment: the clock's tick, when nothing had to be asked."""
-        position = {e.id: i for i, e in enumerate(events)}
+        position = {e.id_text: i for i, e in enumerate(events)}
         horizon = micros(SEEN_HORIZON)
         calls: list[Call] = [self.state.tick(latest_us, now_us)]
         parking: list[ReceivedEvent] = []
@@ -679,7 +681,7 @@ class Engine:
         for i, event in enumerate(events):
             if not self.must_wait_for_leader(event, now):
                 continue
-            if position.get(event.follows, len(events)) < i:  # type: ignore[arg-type]
+            if position.get(str(event.follows), len(events)) < i:
                 # its leader comes earlier in this batch: it shares its leader's fate
                 after_leader.append(event)
                 continue
@@ -689,29 +691,33 @@ class Engine:
             # nothing to ask before evaluating: the tick goes with the first segment
             return list(events), set(), leaders, calls
         # asked after the parks, so a leader of this batch sees its followers parked just now
-        calls += [self.state.has_followers(e.id) for e in events]
+        calls += [self.state.has_followers(e.id_text) for e in events]
         results = await self.state.call_many(calls)
-        parked = {e.id for e, r in zip(parking, results[1:], strict=False) if r == b"parked"}
-        leaders = {e.id for e, r in zip(events, results[1 + len(parking) :], strict=True) if r}
+        parked = {
+            e.id_text for e, r in zip(parking, results[1:], strict=False) if r == b"parked"
+        }
+        leaders = {
+            e.id_text for e, r in zip(events, results[1 + len(parking) :], strict=True) if r
+        }
         # followers of a parked leader of this batch park too, and so, transitively, do
         # their own followers further on in the batch (the script checks each leader)
         late: list[ReceivedEvent] = []
         waiting = set(parked)
         for event in after_leader:
-            if event.follows in waiting:
+            if str(event.follows) in waiting:
                 late.append(event)
-                waiting.add(event.id)
+                waiting.add(event.id_text)
         if late:
             answers = await self.state.call_many(
                 [self._park(e, now_us, horizon) for e in late]
             )
-            parked |= {e.id for e, r in zip(late, answers, strict=True) if r == b"parked"}
-        return [e for e in events if e.id not in parked], parked, leaders, []
+            parked |= {e.id_text for e, r in zip(late, answers, strict=True) if r == b"parked"}
+        return [e for e in events if e.id_text not in parked], parked, leaders, []
 
     def _park(self, event: ReceivedEvent, now_us: int, horizon: int) -> ScriptCall:
         return self.state.park(
             event.follows,  # type: ignore[arg-type]
-            event.id,
+            event.id_text,
             event.json_bytes,
             to_micros(event.received),  # type: ignore[arg-type]
             now_us,
@@ -746,7 +752,7 @@ class Engine:
         batch = self._in_hand
         ahead = batch.lookups if batch and batch.index_version == self.index.version else {}
         for event in events:
-            candidates, triggers = ahead.get(event.id) or self._look_up(event)
+            candidates, triggers = ahead.get(event.id_text) or self._look_up(event)
             if len(triggers) < len(candidates):
                 self._trace_not_covered(event, candidates, triggers)
             if not triggers:
@@ -782,7 +788,7 @@ class Engine:
         # publisher carries that trace context on to the action messages
         firings: list[tuple[trace.Span, LoadedAutomation, EventTrigger, bytes]] = []
         for event, owned in plan:
-            span = self._spans.get(event.id) or trace.INVALID_SPAN
+            span = self._spans.get(event.id_text) or trace.INVALID_SPAN
             decided = self.record_decisions or span.is_recording()
             for trigger, loaded, key in owned:
                 result = next(results)
@@ -899,7 +905,7 @@ class Engine:
         candidates: list[EventTrigger],
         interested: list[EventTrigger],
     ) -> None:
-        span = self._spans.get(event.id) or trace.INVALID_SPAN
+        span = self._spans.get(event.id_text) or trace.INVALID_SPAN
         if not span.is_recording() and not self.record_decisions:
             return
         chosen = {t.id for t in interested}

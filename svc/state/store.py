@@ -197,8 +197,8 @@ class RedisState:
         return [m is not None and int(m) > now_us - horizon_us for m in marks]
 
     def park(
-        self, leader: UUID, follower: UUID, body: bytes, received_us: int, now_us: int,
-        horizon_us: int,
+        self, leader: UUID | str, follower: UUID | str, body: bytes, received_us: int,
+        now_us: int, horizon_us: int,
     ) -> ScriptCall:
         """Park a follower unless its leader was seen; the script answers b'parked' or
         b'proceed'."""
@@ -209,7 +209,7 @@ class RedisState:
         args = [str(follower), body, received_us, now_us, horizon_us, SEEN_MARK_TTL_MS]
         return ScriptCall(self.scripts.park, keys, args)
 
-    def has_followers(self, event_id: UUID) -> Command:
+    def has_followers(self, event_id: UUID | str) -> Command:
         return Command(("EXISTS", self.keys.followers(event_id)))
 
     def finish(self, event_ids: Sequence[UUID | str], now_us: int) -> ScriptCall:
