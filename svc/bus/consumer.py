@@ -30,11 +30,12 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from svc.bus.pull import PullSource
+from svc.bus.pull import PullSource, ack_all
 from svc.config import Settings
 
 logger = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ class EventConsumer:
         self._running = False
         self._stopped = asyncio.Event()
         self._source: PullSource | None = None
+        self._nc: NATS | None = None  # the source's connection, which acks go on
         # batches handled whose acks wait for their effects to be durable (Handled)
         self._acking: set[asyncio.Future[None]] = set()
         # the next batch, taken while the handler worked on the one before and prepared
@@ -176,6 +178,7 @@ class EventConsumer:
                 expires_s=self.settings.fetch_timeout_s,
             )
             self._source = subscription
+            self._nc = subscription.nc
             try:
                 while not self._stopping.is_set():
                     if self.ready is None or self.ready.is_set():
@@ -330,12 +333,11 @@ class EventConsumer:
         acking.add_done_callback(self._acking.discard)
 
     async def _ack(self, messages: list[Msg]) -> None:
-        for message in messages:
-            # ack, not ack_sync: the ordering (after the handler) is what the guarantee
-            # needs; a lost ack only redelivers, which the engine absorbs, and ack_sync
-            # would cost one round trip per message. The connection flushes it promptly,
-            # and on close.
-            await message.ack()
+        # acks, not ack_sync: the ordering (after the handler) is what the guarantee needs;
+        # a lost ack only redelivers, which the engine absorbs, and ack_sync would cost one
+        # round trip per message. The batch's acks go in one write (the connection flushes
+        # it promptly, and on close).
+        await ack_all(self._nc, messages)  # type: ignore[arg-type]
         self.batches += 1
         self.processed += len(messages)
 

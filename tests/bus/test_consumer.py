@@ -8,8 +8,11 @@ import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Sequence
 
+import nats
 import orjson
 import pytest
+from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError, MsgAlreadyAckdError, NotJSMessageError
 from nats.js import JetStreamContext
 from nats.js.api import ConsumerInfo
 from nats.js.errors import NotFoundError
@@ -24,6 +27,7 @@ from svc.bus.consumer import (
     EventMessage,
     Handled,
 )
+from svc.bus.pull import PullSource, ack_all
 from svc.bus.streams import ensure_streams
 from svc.config import Settings
 from tests.helpers import eventually
@@ -459,3 +463,61 @@ async def all_acked_up_to(js: JetStreamContext, settings: Settings, last: int) -
     """Messages 3..last acked (the ack floor may stay below while 1 and 2 are pending)."""
     info = await consumer_info(js, settings)
     return info.num_ack_pending == 2 and info.delivered.stream_seq == last
+
+
+# ---------------------------------------------------------------- ack_all
+
+
+async def fetched(
+    js: JetStreamContext, settings: Settings, count: int
+) -> tuple[PullSource, list[Msg]]:
+    """`count` events published and fetched (not acked) from the durable consumer."""
+    await EventConsumer(js, settings, recording_handler([])).ensure_consumer()
+    await publish_events(js, settings, count)
+    source = await PullSource.bind(
+        js, settings.events_stream, settings.consumer_name, expires_s=1.0
+    )
+    messages: list[Msg] = []
+    while len(messages) < count:
+        messages += await source.fetch(count - len(messages), timeout=5.0)
+    return source, messages
+
+
+async def test_ack_all_acknowledges_every_message_in_one_write(
+    js: JetStreamContext, bus_settings: Settings, streams: None
+) -> None:
+    source, messages = await fetched(js, bus_settings, 5)
+    try:
+        await ack_all(source.nc, messages)
+        await eventually(lambda: all_acked(js, bus_settings, 5))
+        # as Msg.ack() leaves a message: acknowledged once, for good
+        with pytest.raises(MsgAlreadyAckdError):
+            await messages[0].ack()
+    finally:
+        await source.unsubscribe()
+
+
+async def test_ack_all_acks_nothing_when_a_message_has_no_reply_subject(
+    js: JetStreamContext, bus_settings: Settings, streams: None
+) -> None:
+    source, messages = await fetched(js, bus_settings, 2)
+    try:
+        not_from_jetstream = Msg(source.nc, subject="x", reply="", data=b"")
+        with pytest.raises(NotJSMessageError):
+            await ack_all(source.nc, [*messages, not_from_jetstream])
+        await source.nc.flush()
+        info = await consumer_info(js, bus_settings)
+        assert (info.ack_floor.stream_seq, info.num_ack_pending) == (0, 2)
+    finally:
+        await source.unsubscribe()
+
+
+async def test_ack_all_on_a_closed_connection_raises(
+    js: JetStreamContext, bus_settings: Settings, streams: None, nats_url: str
+) -> None:
+    source, messages = await fetched(js, bus_settings, 1)
+    await source.unsubscribe()
+    closed = await nats.connect(nats_url)
+    await closed.close()
+    with pytest.raises(ConnectionClosedError):
+        await ack_all(closed, messages)
