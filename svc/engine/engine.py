@@ -20,6 +20,7 @@ import orjson
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 
+from svc.connections import bulk_strings
 from svc.domain import jsonio
 from svc.domain.automations import (
     Automation,
@@ -206,6 +207,10 @@ class ReactiveParts:
     flags: str  # reactive, has_after, immediate, holds_events ('1' or '0' each)
     keys: list[bytes]
     tail: list[bytes]  # threshold, within, lookback, seed, held-event horizon (ARGV 7-11)
+    # the keys and the tail as RESP bulk strings: a batch's reactive-n call is packed from
+    # these and each event's own arguments (RedisState.together)
+    keys_resp: bytes
+    tail_resp: bytes
 
 
 BucketBrief = tuple[int, int, int]
@@ -973,11 +978,22 @@ class Engine:
         )
         if key is None:
             key = trigger.bucketing_key(event)
-        args = [
-            event.id_text, event.json_bytes, occurred_us, now_us, orjson.dumps(key), flags,
-            *parts.tail,
-        ]
-        return ScriptCall(self.state.scripts.reactive, parts.keys, args)
+        event_id = event.id_text.encode()
+        body = event.json_bytes
+        occurred, now, key_json, flag_bytes = (
+            b"%d" % occurred_us, b"%d" % now_us, orjson.dumps(key), flags.encode()
+        )
+        args = [event_id, body, occurred, now, key_json, flag_bytes, *parts.tail]
+        # the same arguments as RESP bulk strings, in one formatting (svc/connections.py:
+        # bulk_strings packs each alike, hiredis too; tests/state/test_packing.py)
+        packed = b"$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n%b" % (
+            len(event_id), event_id, len(body), body, len(occurred), occurred,
+            len(now), now, len(key_json), key_json, len(flag_bytes), flag_bytes,
+            parts.tail_resp,
+        )  # fmt: skip
+        return ScriptCall(
+            self.state.scripts.reactive, parts.keys, args, packed=(parts.keys_resp, packed)
+        )
 
     @staticmethod
     def _reactive_parts(loaded: LoadedAutomation, trigger: EventTrigger) -> ReactiveParts:
@@ -1002,7 +1018,7 @@ class Engine:
             )
         ]
         keys = [key.encode() for key in loaded.event_keys[trigger.id].as_list()]  # type: ignore[index]
-        parts = ReactiveParts(trigger, flags, keys, tail)
+        parts = ReactiveParts(trigger, flags, keys, tail, bulk_strings(keys), bulk_strings(tail))
         if loaded.automation.trigger_by_id(trigger.id) is trigger:  # type: ignore[arg-type]
             loaded.reactive_parts[trigger.id] = parts  # type: ignore[index]
         return parts

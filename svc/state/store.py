@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
-from svc.connections import WRITTEN
+from svc.connections import WRITTEN, PackedCommand, bulk_strings, sends_packed_commands
 from svc.state.keys import CompositeKeys, Keys, TriggerKeys
 from svc.state.scripts import Script, Scripts
 
@@ -34,6 +34,9 @@ class ScriptCall:
     # the evaluations it stands for). One Redis runs a pipeline in order; a cluster pipeline
     # sends each node its share at once, so there these go in a second round.
     after_earlier: bool = False
+    # The keys and the arguments as RESP bulk strings (svc/connections.bulk_strings), when
+    # the caller packed them: `together` then joins these instead of packing again.
+    packed: tuple[bytes, bytes] | None = None
 
 
 @dataclass(frozen=True)
@@ -43,7 +46,15 @@ class Command:
     args: tuple[Any, ...]
 
 
-Call = ScriptCall | Command
+@dataclass(frozen=True)
+class PackedCall:
+    """A command packed whole (svc/connections.PackedCommand), made by `together`."""
+
+    name: str  # the command's, as redis-py reads its reply
+    resp: bytes
+
+
+Call = ScriptCall | Command | PackedCall
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,8 @@ class RedisState:
         self.client = client
         self.keys = keys
         self.scripts = Scripts()
+        # whether `together` may send a batch's evaluations as one command packed here
+        self._packed = sends_packed_commands(client)
         # Requests sent to Redis, a pipeline counting as one: what the benchmark reports
         # per event (DESIGN, "Performance principles"). A plain int: free to keep.
         self.round_trips = 0
@@ -113,12 +126,15 @@ class RedisState:
         second = iter(await self._pipeline([c for c, x in zip(calls, later, strict=True) if x]))
         return [next(second) if x else next(first) for x in later]
 
-    def together(self, calls: Sequence[ScriptCall]) -> list[ScriptCall]:
+    def together(self, calls: Sequence[ScriptCall]) -> list[Call]:
         """reactive-7 calls as the fewest calls that do the same, in the same order: one
         reactive-n call on a single Redis (its answer is the list of theirs), the calls
-        themselves on Redis Cluster, where one call cannot span triggers' hash tags."""
+        themselves on Redis Cluster, where one call cannot span triggers' hash tags. When
+        every call comes packed, the reactive-n call is packed whole from their parts."""
         if len(calls) < 2 or isinstance(self.client, RedisCluster):
             return list(calls)
+        if self._packed and all(c.packed is not None for c in calls):
+            return [self._packed_reactive_n(calls)]
         return [
             ScriptCall(
                 self.scripts.reactive_n,
@@ -126,6 +142,22 @@ class RedisState:
                 [arg for c in calls for arg in c.args],
             )
         ]
+
+    def _packed_reactive_n(self, calls: Sequence[ScriptCall]) -> PackedCall:
+        """EVALSHA of reactive-n with every call's keys, then every call's arguments: the
+        bytes hiredis packs of the same call (tests/state/test_packing.py)."""
+        nkeys = sum(len(c.keys) for c in calls)
+        nargs = sum(len(c.args) for c in calls)
+        head = b"*%d\r\n%b" % (
+            3 + nkeys + nargs,
+            bulk_strings(("EVALSHA", self.scripts.reactive_n.sha, nkeys)),
+        )
+        return PackedCall(
+            "EVALSHA",
+            b"".join(
+                [head, *(c.packed[0] for c in calls), *(c.packed[1] for c in calls)]  # type: ignore[index]
+            )
+        )
 
     def send_many(self, calls: Sequence[Call]) -> tuple[asyncio.Future[None], asyncio.Task[list[Any]]]:
         """`call_many` as a task of its own, and a future done once its commands are written
@@ -162,6 +194,8 @@ class RedisState:
             for c in calls:
                 if isinstance(c, ScriptCall):
                     c.script.queue(pipe, c.keys, c.args)
+                elif isinstance(c, PackedCall):
+                    pipe.execute_command(c.name, PackedCommand(c.resp))
                 else:
                     pipe.execute_command(*c.args)
             self.round_trips += 1

@@ -15,7 +15,7 @@ from redis.exceptions import DataError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from svc.config import Settings
-from svc.connections import _pack, hiredis_packing, redis_client
+from svc.connections import PackedCommand, _pack, bulk_strings, hiredis_packing, redis_client
 
 arguments = st.one_of(
     st.binary(max_size=64),
@@ -29,6 +29,23 @@ arguments = st.one_of(
 def test_packs_the_bytes_redis_py_packs(args: list[object]) -> None:
     command = (b"ECHO", *args)
     assert _pack(command) == b"".join(Connection().pack_command(*command))
+
+
+@given(st.lists(arguments, max_size=8))
+@settings(max_examples=300)
+def test_bulk_strings_are_the_arguments_hiredis_packs(args: list[object]) -> None:
+    """What the engine packs ahead (svc/connections.bulk_strings) is hiredis's packing."""
+    command = (b"ECHO", *args)
+    assert _pack(command) == b"*%d\r\n%b" % (len(command), bulk_strings(command))
+
+
+async def test_a_packed_command_goes_out_as_it_is(redis_client: redis.asyncio.Redis) -> None:
+    echo = b"*2\r\n$4\r\nECHO\r\n$3\r\nh\xc3\xa9\r\n"
+    assert _pack(("ECHO", PackedCommand(echo))) == echo
+    pipe = redis_client.pipeline(transaction=False)
+    pipe.execute_command("ECHO", PackedCommand(echo))
+    pipe.execute_command("ECHO", "after")
+    assert await pipe.execute() == ["hé".encode(), b"after"]
 
 
 def test_a_command_name_of_several_words_is_split() -> None:
