@@ -83,8 +83,12 @@ def measure(events: int, work_dir: Path) -> dict[str, Any]:
             *_callgrind(work_dir / "engine.callgrind"), sys.executable, "-m", "svc.bench.instructions",
             "--engine", redis.url, "--events", str(events), "--redis-pid", str(redis.pid),
         ]  # fmt: skip
+        # a fixed hash seed: string hashing (dicts, sets) then runs the same way every time
+        env = {**os.environ, "PYTHONHASHSEED": "0"}
         with open(engine_log, "wb") as log:
-            done = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
+            done = subprocess.run(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, check=False
+            )
         output = engine_log.read_bytes()
         if done.returncode != 0:
             raise RuntimeError("the engine run failed:\n" + output.decode(errors="replace")[-3000:])
