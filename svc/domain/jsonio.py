@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -45,17 +46,11 @@ def loads(data: bytes | str) -> Any:
 def may_hold_a_wide_integer(value: Any) -> bool:
     """Does a value orjson read hold a float as large as an integer orjson could not keep
     exact (a wide integer, or a float that large: either way, worth reading again)?"""
-    stack: list[Any] = [value]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is dict:
-            stack.extend(item.values())
-        elif kind is list:
-            stack.extend(item)
-        elif kind is float and (item >= WIDE or item <= -WIDE):
-            return True
-    return False
+    return _any_leaf(value, _wide_float)
+
+
+def _wide_float(item: Any) -> bool:
+    return type(item) is float and (item >= WIDE or item <= -WIDE)
 
 
 # What orjson writes of integers: -2^63 .. 2^64 - 1.
@@ -64,6 +59,15 @@ _LARGEST = 2**64 - 1
 
 
 def _holds_an_integer_orjson_cannot_write(value: Any) -> bool:
+    return _any_leaf(value, _unwritable_int)
+
+
+def _unwritable_int(item: Any) -> bool:
+    return type(item) is int and not _SMALLEST <= item <= _LARGEST
+
+
+def _any_leaf(value: Any, test: Callable[[Any], bool]) -> bool:
+    """Does `test` hold for a value inside `value` (dicts' values, lists' and tuples' items)?"""
     stack: list[Any] = [value]
     while stack:
         item = stack.pop()
@@ -72,7 +76,7 @@ def _holds_an_integer_orjson_cannot_write(value: Any) -> bool:
             stack.extend(item.values())
         elif kind is list or kind is tuple:
             stack.extend(item)
-        elif kind is int and not _SMALLEST <= item <= _LARGEST:
+        elif test(item):
             return True
     return False
 
