@@ -22,7 +22,13 @@ from svc.domain import jsonio
 from svc.domain.errors import FieldValueError, InvalidEvent
 from svc.domain.matching import find_resource_label
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_micros(value: datetime) -> int:
+    """Microseconds since the epoch, exactly (the scripts' time unit)."""
+    delta = value - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 RESOURCE_ID = "prefect.resource.id"
 RESOURCE_NAME = "prefect.resource.name"
@@ -143,11 +149,6 @@ class EventDocument(BaseModel):
         )
 
 
-def _micros(value: datetime) -> int:
-    delta = value - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
 class ReceivedEvent:
     """An event as the server sees it: Prefect's `ReceivedEvent`, validated (`decode_event`,
     `validate_event`, or `EventDocument.to_event`), its datetimes in UTC.
@@ -200,7 +201,7 @@ class ReceivedEvent:
         self.follows = follows
         self.received = received
         self.id_text = str(id) if id_text is None else id_text
-        self.occurred_us = _micros(occurred)
+        self.occurred_us = to_micros(occurred)
         self._json: bytes | None = None
 
     def _fields(self) -> tuple[Any, ...]:

@@ -13,6 +13,7 @@ from uuid import UUID, uuid5
 
 from svc.domain.automations import Automation, EventTrigger, Trigger, TriggerState
 from svc.domain.events import RESOURCE_ID, RESOURCE_NAME, RESOURCE_ROLE
+from svc.domain.events import to_micros as to_micros  # re-exported: defined in events
 
 AUTOMATION_TRIGGERED = "prefect.automation.triggered"
 AUTOMATION_RESOLVED = "prefect.automation.resolved"
@@ -22,12 +23,6 @@ def from_micros(value: int) -> datetime:
     return datetime.fromtimestamp(value // 1_000_000, UTC).replace(microsecond=value % 1_000_000)
 
 
-def to_micros(value: datetime) -> int:
-    delta = value - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from uuid import UUID
 
 from svc.domain.automations import Automation, EventTrigger, Posture
-from svc.domain.events import RESOURCE_ID, RESOURCE_NAME, ReceivedEvent
+from svc.domain.events import EPOCH, RESOURCE_ID, RESOURCE_NAME, ReceivedEvent
 from svc.domain.firings import AUTOMATION_TRIGGERED
 from svc.domain.matching import glob_match, is_exact
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _own_triggered_event(automation: Automation) -> ReceivedEvent:
@@ -23,7 +20,7 @@ def _own_triggered_event(automation: Automation) -> ReceivedEvent:
     if isinstance(automation.trigger, EventTrigger):
         resource["prefect.posture"] = str(automation.trigger.posture)
     return ReceivedEvent(
-        occurred=_EPOCH,
+        occurred=EPOCH,
         event=AUTOMATION_TRIGGERED,
         resource=resource,
         related=[
