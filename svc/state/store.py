@@ -46,15 +46,7 @@ class Command:
     args: tuple[Any, ...]
 
 
-@dataclass(frozen=True)
-class PackedCall:
-    """A command packed whole (svc/connections.PackedCommand), made by `together`."""
-
-    name: str  # the command's, as redis-py reads its reply
-    resp: bytes
-
-
-Call = ScriptCall | Command | PackedCall
+Call = ScriptCall | Command
 
 
 @dataclass(frozen=True)
@@ -143,21 +135,18 @@ class RedisState:
             )
         ]
 
-    def _packed_reactive_n(self, calls: Sequence[ScriptCall]) -> PackedCall:
-        """EVALSHA of reactive-n with every call's keys, then every call's arguments: the
-        bytes hiredis packs of the same call (tests/state/test_packing.py)."""
+    def _packed_reactive_n(self, calls: Sequence[ScriptCall]) -> Command:
+        """EVALSHA of reactive-n with every call's keys, then every call's arguments, packed
+        whole (svc/connections.PackedCommand): the bytes hiredis packs of the same call
+        (tests/engine/test_packed_calls.py)."""
         nkeys = sum(len(c.keys) for c in calls)
         nargs = sum(len(c.args) for c in calls)
         head = b"*%d\r\n%b" % (
             3 + nkeys + nargs,
             bulk_strings(("EVALSHA", self.scripts.reactive_n.sha, nkeys)),
         )
-        return PackedCall(
-            "EVALSHA",
-            b"".join(
-                [head, *(c.packed[0] for c in calls), *(c.packed[1] for c in calls)]  # type: ignore[index]
-            )
-        )
+        parts = [head, *(c.packed[0] for c in calls), *(c.packed[1] for c in calls)]  # type: ignore[index]
+        return Command(("EVALSHA", PackedCommand(b"".join(parts))))
 
     def send_many(self, calls: Sequence[Call]) -> tuple[asyncio.Future[None], asyncio.Task[list[Any]]]:
         """`call_many` as a task of its own, and a future done once its commands are written
@@ -194,8 +183,6 @@ class RedisState:
             for c in calls:
                 if isinstance(c, ScriptCall):
                     c.script.queue(pipe, c.keys, c.args)
-                elif isinstance(c, PackedCall):
-                    pipe.execute_command(c.name, PackedCommand(c.resp))
                 else:
                     pipe.execute_command(*c.args)
             self.round_trips += 1

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import redis.asyncio
 
-from svc.connections import _pack
+from svc.connections import PackedCommand, _pack
 from svc.domain.events import decode_event
-from svc.state.store import PackedCall, RedisState, ScriptCall
+from svc.state.store import Command, RedisState, ScriptCall
 from tests.engine.support import Driver, automation, reactive
 
 
@@ -45,8 +45,9 @@ async def test_the_packed_call_is_what_hiredis_packs(driver: Driver) -> None:
             calls.append(engine.reactive_call(trigger, event, now_us))
     assert len(calls) >= 6 and all(c.packed is not None for c in calls)
     (packed,) = engine.state.together(calls)
-    assert isinstance(packed, PackedCall)
-    assert packed.resp == plain_reactive_n(driver, calls)
+    assert isinstance(packed, Command) and packed.args[0] == "EVALSHA"
+    assert isinstance(packed.args[1], PackedCommand)
+    assert packed.args[1].resp == plain_reactive_n(driver, calls)
 
 
 async def test_a_client_that_cannot_send_it_gets_the_plain_call(
