@@ -54,7 +54,7 @@ _ENDED = frozenset({StatusCode.NO_MESSAGES, StatusCode.REQUEST_TIMEOUT, StatusCo
 
 
 # Characters a subject never holds: a reply subject with one would break the protocol line.
-_NOT_IN_A_SUBJECT = re.compile(r"[\s]")
+_NOT_IN_A_SUBJECT = re.compile(r"\s")
 
 
 async def ack_all(nc: NATS, messages: Sequence[Msg]) -> None:
@@ -62,8 +62,8 @@ async def ack_all(nc: NATS, messages: Sequence[Msg]) -> None:
     empty publish on its reply subject), the lines put together and flushed once.
 
     nats.py's ack goes through a whole publish per message (subject checks, a command of its
-    own, and a flush request with a future of its own): ~4 us of the service's CPU per event
-    at 100 acks per batch (docs/performance.md). Like a publish, it raises if the connection
+    own, and a flush request with a future of its own): 2.2-2.6 us of CPU per message,
+    against 0.5-0.65 us this way (docs/performance.md). Like a publish, it raises if the connection
     is closed or draining, or, while it reconnects, if its buffer cannot take them; nothing
     is acked then. It uses the client's private send path (`_send_command`,
     `_flush_pending`, as `publish` itself does), pinned with nats-py; tests/bus cover it."""
